@@ -1,0 +1,78 @@
+"""mascds: cited clinical decision-support rules for macrophage activation syndrome in sJIA.
+
+The public API::
+
+    import engine
+
+    kb = engine.load_knowledge_base("rules")              # load -> check -> compile (LoadError on problems)
+    case = engine.load_case("cases/wu-2025-ruxolitinib.yaml")
+    result = engine.evaluate(kb, case, at="day 16 08:00")  # default: the case's last event
+    for rec in result.recommendations:
+        print(rec.indicator, rec.title, rec.citations[0].doi)
+    print(result.to_json_text())                         # stable JSON (docs/json-output.md)
+
+    why = engine.explain(kb, case, "wu2025.consider-ruxolitinib", at="day 11 16:00")
+    print(why.render_text())
+
+Snapshots can also be built from dicts shaped like case files with :func:`snapshot_from_dict`.
+Every deliberate failure is a :class:`MascdsError`; load problems carry located :class:`Diagnostic` s.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .errors import Diagnostic, EvaluationError, LoadError, MascdsError, UsageError
+from .explain import Explanation, ExplainNode
+from .ingest import load_case, snapshot_from_dict
+from .kb import BackendName, KnowledgeBase, load_knowledge_base, validate_knowledge_base
+from .result import Action, Assessment, Citation, Matched, Recommendation, Result, Undecided
+from .snapshot import Snapshot
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "Assessment",
+    "BackendName",
+    "Citation",
+    "Diagnostic",
+    "EvaluationError",
+    "ExplainNode",
+    "Explanation",
+    "KnowledgeBase",
+    "LoadError",
+    "MascdsError",
+    "Matched",
+    "Recommendation",
+    "Result",
+    "Snapshot",
+    "Undecided",
+    "UsageError",
+    "__version__",
+    "evaluate",
+    "explain",
+    "load_case",
+    "load_knowledge_base",
+    "snapshot_from_dict",
+    "validate_knowledge_base",
+]
+
+
+def evaluate(kb: KnowledgeBase, snapshot: Snapshot, at: int | str | datetime | None = None,
+             backend: BackendName = "durable", lang: str = "en") -> Result:
+    """Evaluate ``snapshot`` against ``kb`` as of ``at`` (epoch seconds, ISO text, 'day N HH:MM' or a datetime;
+    default: the snapshot's last event). ``backend`` is ``durable`` (the Rete) or ``reference``."""
+    return kb.evaluate(snapshot, at, backend=backend, lang=lang)
+
+
+def explain(kb: KnowledgeBase, snapshot: Snapshot, rule_id: str, at: int | str | datetime | None = None,
+            backend: BackendName = "durable", lang: str = "en") -> Explanation:
+    """Why ``rule_id`` fired or did not at ``at``: every condition, its verdict, values seen and what is missing."""
+    from .explain import check_rule_id, explain_result
+    from .rulemodel import text_in
+
+    check_rule_id(rule_id, kb.rule_ids)
+    result = kb.evaluate(snapshot, at, backend=backend, lang=lang)
+    rule = kb.compiled.models[rule_id]
+    return explain_result(result, rule_id, text_in(rule.title, lang), rule.version, kb.compiled.files[rule_id].file)

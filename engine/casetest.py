@@ -1,0 +1,147 @@
+"""Case tests: run every ``expect:`` block of case files against a knowledge base.
+
+Each expectation names rules that must fire, must not fire, must be undecided or suppressed, and derived
+facts with the status they must have. Every single claim is one check, reported pass or fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Diagnostic, LoadError, did_you_mean
+from .ingest import load_case
+from .kb import BackendName, KnowledgeBase
+from .load import display_path
+from .result import Result
+from .snapshot import Expectation, Snapshot
+from .times import iso, relative_label
+
+
+@dataclass(frozen=True)
+class Check:
+    case: str
+    ref: str  # file:line:col of the expectation
+    at: str
+    when: str
+    note: str
+    claim: str  # fires | not_fires | indeterminate | suppressed | assessment
+    subject: str  # rule id or derived fact
+    expected: str
+    actual: str
+
+    @property
+    def passed(self) -> bool:
+        return self.expected == self.actual
+
+    def to_json(self) -> dict[str, Any]:
+        return {"case": self.case, "ref": self.ref, "at": self.at, "when": self.when, "note": self.note,
+                "claim": self.claim, "subject": self.subject, "expected": self.expected, "actual": self.actual,
+                "passed": self.passed}
+
+
+@dataclass
+class TestReport:
+    checks: list[Check] = field(default_factory=list)
+    problems: list[Diagnostic] = field(default_factory=list)
+    cases: int = 0
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cases": self.cases, "checks": len(self.checks), "passed": len(self.checks) - len(self.failed),
+                "failed": len(self.failed), "problems": [d.to_json() for d in self.problems],
+                "results": [c.to_json() for c in self.checks]}
+
+
+def case_files(paths: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()))
+        else:
+            out.append(p)
+    return out
+
+
+def rule_state(result: Result, rule_id: str) -> str:
+    """fired | suppressed | undecided | not fired, for a recommending or deriving rule."""
+    for a in result.assessments:
+        if a.rule_id == rule_id:
+            return {"met": "fired", "not_met": "not fired", "indeterminate": "undecided"}[a.status]
+    for r in result.recommendations:
+        if r.rule_id == rule_id:
+            return "fired" if r.status == "active" else "suppressed"
+    if any(u.rule_id == rule_id for u in result.indeterminate):
+        return "undecided"
+    return "not fired"
+
+
+def check_expectation(snap: Snapshot, exp: Expectation, result: Result) -> list[Check]:
+    at = iso(exp.at)
+    when = relative_label(exp.at, snap.start)
+    out: list[Check] = []
+
+    def add(claim: str, subject: str, expected: str, actual: str) -> None:
+        out.append(Check(snap.id, exp.ref, at, when, exp.note, claim, subject, expected, actual))
+
+    for rid in exp.fires:
+        add("fires", rid, "fired", rule_state(result, rid))
+    for rid in exp.not_fires:
+        state = rule_state(result, rid)
+        add("not_fires", rid, "not fired", state)
+    for rid in exp.indeterminate:
+        add("indeterminate", rid, "undecided", rule_state(result, rid))
+    for rid in exp.suppressed:
+        add("suppressed", rid, "suppressed", rule_state(result, rid))
+    statuses = {a.fact: a.status for a in result.assessments}
+    for fact, status in exp.assessments:
+        add("assessment", fact, status, statuses.get(fact, "not derived by this knowledge base"))
+    return out
+
+
+def _unknown_ids(snap: Snapshot, kb: KnowledgeBase) -> list[Diagnostic]:
+    known_rules = set(kb.rule_ids)
+    known_facts = {r.derives for r in kb.compiled.rules if r.derives}
+    out: list[Diagnostic] = []
+    for exp in snap.expectations:
+        file, line, col = exp.ref.rsplit(":", 2)
+        for rid in (*exp.fires, *exp.not_fires, *exp.indeterminate, *exp.suppressed):
+            if rid not in known_rules:
+                out.append(Diagnostic(file, int(line), int(col), "E401", f"unknown rule '{rid}'",
+                                      did_you_mean(rid, known_rules) or "check the rule id"))
+        for fact, _ in exp.assessments:
+            if fact not in known_facts:
+                out.append(Diagnostic(file, int(line), int(col), "E401", f"no rule derives '{fact}'",
+                                      did_you_mean(fact, known_facts) or "check the fact name"))
+    return out
+
+
+def run_cases(kb: KnowledgeBase, paths: Iterable[str | Path], backend: BackendName = "durable") -> TestReport:
+    report = TestReport()
+    for path in case_files(paths):
+        try:
+            snap = load_case(path)
+        except LoadError as exc:
+            report.problems.extend(exc.diagnostics)
+            continue
+        report.cases += 1
+        unknown = _unknown_ids(snap, kb)
+        if unknown:
+            report.problems.extend(unknown)
+            continue
+        if not snap.expectations:
+            report.problems.append(Diagnostic(display_path(path), 1, 1, "E401", "the case has no expectations",
+                                              "add an expect: block"))
+            continue
+        for exp in snap.expectations:
+            result = kb.evaluate(snap, exp.at, backend=backend)
+            for err in result.errors:
+                report.problems.append(Diagnostic(snap.source, 1, 1, "E300", f"{err.rule_id}: {err.message}"))
+            report.checks.extend(check_expectation(snap, exp, result))
+    return report

@@ -1,0 +1,172 @@
+"""Check stage: problems that no single field shows - within one rule (aliases, templates) and between
+rules (duplicate ids, derived facts used but never derived, cycles)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .errors import Diagnostic, did_you_mean
+from .load import LoadedRules, RuleFile
+from .rulemodel import DerivedSpec, LocalText, ObservationSpec, Rule
+from .source import PathKey, format_path
+from .templates import FIELDS, TemplateError, parse
+from .tree import Site, bound_when_true, definers, guaranteed_before, references, sites
+
+
+def _diag(rf: RuleFile, path: PathKey, code: str, message: str, hint: str = "", key: bool = False) -> Diagnostic:
+    pos = rf.doc.positions
+    line, col = pos.of_key(path) if key else pos.of_value(path)
+    return Diagnostic(rf.file, line, col, code, message, hint, format_path(path))
+
+
+def evaluable(rule: Rule, include_drafts: bool) -> bool:
+    return rule.status == "active" or (include_drafts and rule.status == "draft")
+
+
+def check_rule(rf: RuleFile) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    rule = rf.rule
+    all_sites = sites(rule.when)
+    found, problems = definers(all_sites)
+    for site, message in problems:
+        out.append(_diag(rf, (*site.spec_path, "as"), "E207", message,
+                         "give each fact its own name; one name may be reused only in every branch of one "
+                         "'any', for facts of the same kind"))
+    defined: dict[str, Site] = {alias: d.site for alias, d in found.items()}
+    kinds: dict[str, Site] = {alias: d.leaves[0] for alias, d in found.items()}
+    for site in all_sites:
+        for ref in references(site):
+            target = defined.get(ref.alias)
+            if target is None:
+                out.append(_diag(rf, ref.path, "E203", f"unknown alias '{ref.alias}'",
+                                 did_you_mean(ref.alias, defined) or "name an earlier condition with 'as:'"))
+                continue
+            if target.order >= site.order:
+                out.append(_diag(rf, ref.path, "E203", f"alias '{ref.alias}' is used before it is defined",
+                                 "move the condition that defines it earlier in the same 'all' list"))
+                continue
+            if not guaranteed_before(target, site):
+                out.append(_diag(rf, ref.path, "E204",
+                                 f"alias '{ref.alias}' is not guaranteed to be matched here",
+                                 "define it in an earlier item of an 'all' list that contains this condition, "
+                                 "not under any/not/at_least"))
+                continue
+            leaf = kinds[ref.alias]
+            if ref.role == "value" and not isinstance(leaf.spec, ObservationSpec | DerivedSpec):
+                out.append(_diag(rf, ref.path, "E107",
+                                 f"'{ref.alias}' is a {leaf.kind} condition and has no value to compare with",
+                                 "compare with an observation or a derived score"))
+    if rule.recommend is not None:
+        texts: list[tuple[PathKey, str]] = []
+        rationale = rule.recommend.rationale
+        if isinstance(rationale, LocalText):
+            texts.append((("recommend", "rationale", "en"), rationale.en))
+            if rationale.zh_CN:
+                texts.append((("recommend", "rationale", "zh-CN"), rationale.zh_CN))
+        else:
+            texts.append((("recommend", "rationale"), rationale))
+        for path, text in texts:
+            out.extend(_check_template(rf, path, text, defined, kinds))
+    return out
+
+
+def _check_template(rf: RuleFile, path: PathKey, text: str, defined: dict[str, Site],
+                    kinds: dict[str, Site]) -> list[Diagnostic]:
+    try:
+        parts = parse(text)
+    except TemplateError as exc:
+        return [_diag(rf, path, "E205", f"bad template: {exc}", "quote values as {alias.field}")]
+    out: list[Diagnostic] = []
+    for part in parts:
+        if part.alias is None or part.field is None:
+            continue
+        site = defined.get(part.alias)
+        if site is None:
+            out.append(_diag(rf, path, "E205", f"template uses unknown alias '{part.alias}'",
+                             did_you_mean(part.alias, defined) or "name the condition with 'as:'"))
+            continue
+        if not bound_when_true(site):
+            out.append(_diag(rf, path, "E204", f"template quotes '{part.alias}', which may be unmatched "
+                             "when the rule fires", "quote only conditions reached through 'all' lists"))
+            continue
+        allowed = FIELDS[kinds[part.alias].kind]
+        if part.field not in allowed:
+            out.append(_diag(rf, path, "E205", f"'{part.field}' is not a field of a {kinds[part.alias].kind} match",
+                             did_you_mean(part.field, allowed) or "fields: " + ", ".join(allowed)))
+    return out
+
+
+def derived_uses(rule: Rule) -> list[tuple[str, PathKey]]:
+    return [(s.spec.fact, (*s.spec_path, "fact")) for s in sites(rule.when) if isinstance(s.spec, DerivedSpec)]
+
+
+def check_knowledge_base(loaded: LoadedRules, include_drafts: bool = True) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    seen: dict[str, RuleFile] = {}
+    for rf in loaded.rules:
+        first = seen.get(rf.rule.id)
+        if first is not None:
+            line = first.doc.positions.of_value(("id",))[0]
+            out.append(_diag(rf, ("id",), "E200", f"rule id '{rf.rule.id}' is also used in {first.file}:{line}",
+                             "rule ids must be unique; change one of them"))
+        else:
+            seen[rf.rule.id] = rf
+        out.extend(check_rule(rf))
+    live = [rf for rf in loaded.rules if rf.rule.status != "retired"]
+    producers: dict[str, RuleFile] = {}
+    for rf in live:
+        if rf.rule.derive is None:
+            continue
+        fact = rf.rule.derive.fact
+        if fact in producers:
+            other = producers[fact]
+            out.append(_diag(rf, ("derive", "fact"), "E206",
+                             f"fact '{fact}' is also derived by rule '{other.rule.id}' ({other.file})",
+                             "derive each fact in one rule; combine the conditions with any:"))
+            continue
+        producers[fact] = rf
+    for rf in live:
+        for fact, path in derived_uses(rf.rule):
+            producer = producers.get(fact)
+            if producer is None:
+                out.append(_diag(rf, path, "E201", f"fact '{fact}' is never derived",
+                                 did_you_mean(fact, producers) or "add a rule with derive: {fact: " + fact + "}"))
+            elif rf.rule.status == "active" and producer.rule.status != "active":
+                out.append(_diag(rf, path, "E201", f"fact '{fact}' is derived only by the draft rule "
+                                 f"'{producer.rule.id}'", "activate that rule, or make this one a draft"))
+    out.extend(_cycles(live, producers))
+    return out
+
+
+def _cycles(rules: Iterable[RuleFile], producers: dict[str, RuleFile]) -> list[Diagnostic]:
+    graph: dict[str, list[tuple[str, PathKey]]] = {}
+    by_id: dict[str, RuleFile] = {}
+    for rf in rules:
+        by_id[rf.rule.id] = rf
+        graph[rf.rule.id] = [(producers[f].rule.id, p) for f, p in derived_uses(rf.rule) if f in producers]
+    out: list[Diagnostic] = []
+    state: dict[str, int] = {}
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt, path in graph.get(node, []):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    rf = by_id[node]
+                    out.append(_diag(rf, path, "E202", "derived facts depend on each other in a cycle: "
+                                     + " -> ".join([*cycle, nxt]), "a rule cannot use what it derives, even "
+                                     "through other rules"))
+            elif state.get(nxt) is None:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for rid in sorted(graph):
+        if rid not in state:
+            visit(rid, [])
+    return out

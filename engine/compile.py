@@ -1,0 +1,555 @@
+"""Compile stage: checked rule models -> the engine-agnostic compiled form (``engine.ir``).
+
+Each leaf condition becomes up to two queries: its *scope* (facts of the right identity inside the time
+window) and its *match* (those that also pass the value tests). Identical queries are shared across
+rules. Rules are ordered in strata so a rule runs after every rule whose derived fact it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .check import evaluable
+from .errors import Diagnostic
+from .ir import (
+    ADMIN,
+    CLOCK,
+    COURSE,
+    DERIVED,
+    DIAGNOSIS,
+    FINDING,
+    OBS,
+    ORDER,
+    PATIENT,
+    REACTION,
+    SUPPORT,
+    All,
+    AnyOf,
+    Any_,
+    AtLeast,
+    Bound,
+    CompiledRule,
+    FieldRef,
+    Leaf,
+    Missing,
+    Node,
+    Not,
+    Op,
+    Pattern,
+    Query,
+    Selector,
+    Test,
+)
+from .load import LoadedRules, RuleFile
+from .rulemodel import (
+    Anchor,
+    Count,
+    DerivedSpec,
+    DiagnosisSpec,
+    FindingSpec,
+    KnowledgeBaseManifest,
+    MedicationSpec,
+    ObservationSpec,
+    OrderSpec,
+    OrganSupportSpec,
+    PatientSpec,
+    ReactionSpec,
+    Ref,
+    Rule,
+    WindowFields,
+)
+from .source import format_path
+from .times import describe_duration, parse_duration
+from .tree import Definer, Site, children, definers, kind_of, sites
+from .units import parse_dose
+from .vocab import vocabulary
+
+OP_TEXT = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "eq": "="}
+DOSE_FIELDS = {
+    "mass": "dm",
+    "mass_per_kg": "dk",
+    "mass_per_day": "ddm",
+    "mass_per_kg_per_day": "ddk",
+    "rate_per_kg": "rk",
+    "units_rate_per_kg": "ruk",
+}
+DOSE_NEEDS = {
+    "dm": "body weight (to convert a per-kg dose to mg)",
+    "dk": "body weight (to express the dose per kg)",
+    "ddm": "dosing frequency or body weight (to express the daily dose)",
+    "ddk": "body weight and dosing frequency (to express the daily dose per kg)",
+    "rk": "infusion rate per kg",
+    "ruk": "infusion rate per kg",
+}
+SECTIONS = {
+    OBS: "observations",
+    FINDING: "findings",
+    COURSE: "medications",
+    ADMIN: "medications",
+    ORDER: "orders",
+    REACTION: "reactions",
+    SUPPORT: "organ_support",
+    DIAGNOSIS: "diagnoses",
+    DERIVED: "derived",
+    PATIENT: "patient",
+}
+
+
+@dataclass(frozen=True)
+class CompiledKB:
+    """A knowledge base ready to evaluate: the compiled rules, their queries and their sources."""
+
+    manifest: KnowledgeBaseManifest
+    content_hash: str
+    directory: Path
+    rules: tuple[CompiledRule, ...]
+    queries: dict[str, Query]
+    models: dict[str, Rule]
+    files: dict[str, RuleFile]
+    include_drafts: bool
+
+    @property
+    def strata(self) -> int:
+        return 1 + max((r.stratum for r in self.rules), default=0)
+
+
+class _Queries:
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[Any, ...], str] = {}
+        self.queries: dict[str, Query] = {}
+
+    def add(self, joins: tuple[tuple[str, Pattern], ...], target: Pattern) -> str:
+        key = (joins, target)
+        qid = self.by_key.get(key)
+        if qid is None:
+            qid = f"q{len(self.queries) + 1}"
+            self.by_key[key] = qid
+            self.queries[qid] = Query(qid, joins, target)
+        return qid
+
+
+def _identity(pattern: Pattern) -> Pattern:
+    """The tests of a pattern that do not relate it to other facts (used when it is joined as an anchor)."""
+    keep: list[Test | AnyOf] = []
+    for t in pattern.tests:
+        if isinstance(t, Test) and isinstance(t.operand, FieldRef):
+            continue
+        keep.append(t)
+    return Pattern(pattern.kind, tuple(keep))
+
+
+def _one_of(field: str, values: tuple[str, ...]) -> Test | AnyOf:
+    if len(values) == 1:
+        return Test(field, "eq", values[0])
+    return AnyOf(tuple((Test(field, "eq", v),) for v in values))
+
+
+def _count(c: Count) -> tuple[Op, int]:
+    op, n = c.op()
+    return op, n  # type: ignore[return-value]
+
+
+@dataclass
+class _LeafParts:
+    fact_kind: str
+    world: str
+    identity: list[Test | AnyOf]
+    values: list[Any]
+    selector: Selector
+    undecidable: tuple[str, ...]
+    subject: str  # what the facts are, in words
+    value_text: str  # value tests in words
+    missing_what: str
+
+
+class _RuleCompiler:
+    def __init__(self, rf: RuleFile, queries: _Queries, stratum: int) -> None:
+        self.rf = rf
+        self.queries = queries
+        self.stratum = stratum
+        self.alias_leaf: dict[str, Leaf] = {}
+        self.alias_pattern: dict[str, Pattern] = {}
+        self.branch_patterns: dict[str, list[Pattern]] = {}
+        self.definers: dict[str, Definer] = {}
+        self.vocab = vocabulary()
+
+    def compile(self) -> CompiledRule:
+        rule = self.rf.rule
+        site_list = sites(rule.when)
+        self.definers = definers(site_list)[0]
+        all_sites = {s.path: s for s in site_list}
+        root = self._node(rule.when, ("when",), all_sites)
+        uses = frozenset(s.spec.fact for s in all_sites.values() if isinstance(s.spec, DerivedSpec))
+        return CompiledRule(rule.id, rule.version, self.rf.file, rule.status, self.stratum, root,
+                            rule.derive.fact if rule.derive else None, uses, dict(self.alias_leaf))
+
+    def _node(self, cond: Any, path: tuple[Any, ...], all_sites: dict[Any, Site]) -> Node:
+        kind = kind_of(cond)
+        p = format_path(path)
+        kids = [self._node(c, cp, all_sites) for c, cp in children(cond, path)]
+        if kind == "all":
+            return All(p, tuple(kids))
+        if kind == "any":
+            defines = tuple(sorted(a for a, d in self.definers.items() if d.site.path == path and len(d.leaves) > 1))
+            for alias in defines:
+                pats = self.branch_patterns.pop(alias, [])
+                if len(set(pats)) == 1:
+                    self.alias_pattern[alias] = pats[0]
+                else:
+                    self.alias_pattern[alias] = Pattern(pats[0].kind, (AnyOf(tuple(p.tests for p in pats)),))
+            return Any_(p, tuple(kids), defines=defines)
+        if kind == "not":
+            return Not(p, kids[0])
+        if kind == "at_least":
+            n = cond.at_least.count
+            return AtLeast(p, n, tuple(kids), f"at least {n} of")
+        return self._leaf(all_sites[path])
+
+    # --- windows -------------------------------------------------------------------------------------
+    def _edge_field(self, anchor: Anchor, default: str) -> str:
+        edge = anchor.edge or default
+        return {"start": "ts", "end": "te", "time": "ts"}[edge]
+
+    def _window(self, spec: WindowFields, active: bool) -> tuple[list[tuple[str, str, str, float]], str]:
+        """Bounds as (lo|hi, alias or 'clk', field, offset) and the window in words."""
+        bounds: list[tuple[str, str, str, float]] = []
+        words: list[str] = []
+        if spec.within is not None:
+            bounds.append(("lo", CLOCK, "now", -float(parse_duration(spec.within))))
+            words.append(f"in the last {describe_duration(parse_duration(spec.within))}")
+        if active:
+            bounds.append(("lo", CLOCK, "now", 0.0))
+            bounds.append(("hi", CLOCK, "now", 0.0))
+            words.append("active now")
+        if spec.after is not None:
+            field = self._edge_field(spec.after, "end")
+            bounds.append(("lo", spec.after.fact, field, 0.0))
+            edge = "end" if field == "te" else "start"
+            text = f"after the {edge} of {spec.after.fact}"
+            if spec.after.within is not None:
+                w = float(parse_duration(spec.after.within))
+                bounds.append(("hi", spec.after.fact, field, w))
+                text += f" (within {describe_duration(w)})"
+            words.append(text)
+        if spec.before is not None:
+            field = self._edge_field(spec.before, "start")
+            bounds.append(("hi", spec.before.fact, field, 0.0))
+            edge = "end" if field == "te" else "start"
+            text = f"before the {edge} of {spec.before.fact}"
+            if spec.before.within is not None:
+                w = float(parse_duration(spec.before.within))
+                bounds.append(("lo", spec.before.fact, field, -w))
+                text += f" (within {describe_duration(w)})"
+            words.append(text)
+        if spec.during is not None:
+            bounds.append(("lo", spec.during, "ts", 0.0))
+            bounds.append(("hi", spec.during, "te", 0.0))
+            words.append(f"during {spec.during}")
+        return bounds, ", ".join(words) if words else "at any time"
+
+    # --- leaves ----------------------------------------------------------------------------------------
+    def _parts(self, site: Site) -> _LeafParts:
+        spec = site.spec
+        v = self.vocab
+        if isinstance(spec, ObservationSpec):
+            analyte = v.analytes[spec.analyte]
+            unit = v.display_unit(analyte.canonical)
+            values = [Test("v", op, self._operand(value, "v")) for op, value in spec.comparisons()]
+            value_text = " and ".join(
+                f"{OP_TEXT[op]} {value.ref if isinstance(value, Ref) else f'{value:g} {unit}'}"
+                for op, value in spec.comparisons())
+            if spec.trend is not None:
+                sel = Selector("trend", direction=spec.trend)
+            elif spec.count is not None:
+                op, n = _count(spec.count)
+                sel = Selector("count", op, n)
+            else:
+                sel = Selector(spec.which or "latest")
+            return _LeafParts(OBS, "open", [Test("a", "eq", spec.analyte)], values, sel, (), analyte.name,
+                              value_text, analyte.name)
+        if isinstance(spec, FindingSpec):
+            name = v.findings[spec.code].name
+            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "latest")
+            return _LeafParts(FINDING, "open", [Test("code", "eq", spec.code)],
+                              [Test("p", "eq", 1.0 if spec.present else 0.0)], sel, (), name,
+                              "present" if spec.present else "absent", name)
+        if isinstance(spec, MedicationSpec):
+            level = spec.level()
+            identity: list[Test | AnyOf] = [self._drug_test(spec.drug, spec.class_)]
+            subject = self._drug_words(spec.drug, spec.class_)
+            if spec.route is not None:
+                identity.append(Test("r", "eq", spec.route))
+                subject = f"{v.routes[spec.route].name} {subject}"
+            if spec.regimen is not None:
+                identity.append(Test("rg", "eq", spec.regimen))
+                subject += f" ({v.regimens[spec.regimen].name})"
+            values: list[Test] = []
+            undecidable: tuple[str, ...] = ()
+            value_text = ""
+            if spec.dose is not None:
+                du = parse_dose(1, spec.dose.unit)
+                field = DOSE_FIELDS[du.dimension]
+                for op, value in spec.dose.comparisons():
+                    assert not isinstance(value, Ref)
+                    base = parse_dose(value, spec.dose.unit).value
+                    values.append(Test(field, op, base))
+                value_text = "dose " + " and ".join(
+                    f"{OP_TEXT[op]} {value:g} {spec.dose.unit}" for op, value in spec.dose.comparisons())
+                undecidable = (field,)
+            sel = self._med_selector(spec)
+            subject += " course" if level == "course" else ""
+            return _LeafParts(COURSE if level == "course" else ADMIN, "closed", identity, values, sel, undecidable,
+                              subject, value_text, "medications")
+        if isinstance(spec, OrderSpec):
+            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
+            return _LeafParts(ORDER, "closed", [self._drug_test(spec.drug, spec.class_)],
+                              [_one_of("st", tuple(spec.status))] if set(spec.status) != {"draft", "active"} else [],
+                              sel, (), "order for " + self._drug_words(spec.drug, spec.class_),
+                              "status " + " or ".join(spec.status), "medication orders")
+        if isinstance(spec, ReactionSpec):
+            vals: list[Any] = []
+            words: list[str] = []
+            if spec.manifestation:
+                vals.append(AnyOf(tuple((Test(f"m_{m}", "eq", 1.0),) for m in spec.manifestation)))
+                words.append(" or ".join(v.manifestations[m].name for m in spec.manifestation))
+            if spec.severity is not None:
+                rank = float(v.severities.index(spec.severity.gte or spec.severity.eq or ""))
+                vals.append(Test("sev", "gte" if spec.severity.gte else "eq", rank))
+                words.append(f"severity {'≥ ' if spec.severity.gte else ''}{spec.severity.gte or spec.severity.eq}")
+            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
+            return _LeafParts(REACTION, "closed", [self._drug_test(spec.drug, spec.class_)], vals, sel, (),
+                              "reaction to " + self._drug_words(spec.drug, spec.class_), ", ".join(words),
+                              "adverse reactions")
+        if isinstance(spec, OrganSupportSpec):
+            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
+            return _LeafParts(SUPPORT, "closed", [Test("sk", "eq", spec.kind)], [], sel, (),
+                              v.organ_support[spec.kind].name, "", "organ support")
+        if isinstance(spec, DiagnosisSpec):
+            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
+            return _LeafParts(DIAGNOSIS, "closed", [Test("code", "eq", spec.code)], [], sel, (),
+                              f"{v.diagnoses[spec.code].name}", "", "diagnoses")
+        if isinstance(spec, DerivedSpec):
+            values = [Test("st", "eq", "met" if spec.is_ == "met" else "not_met")]
+            values += [Test("v", op, self._operand(value, "v")) for op, value in spec.comparisons()]
+            text = ("met" if spec.is_ == "met" else "not met")
+            if spec.comparisons():
+                text += ", value " + " and ".join(f"{OP_TEXT[op]} {value}" for op, value in spec.comparisons())
+            return _LeafParts(DERIVED, "closed", [Test("n", "eq", spec.fact)], values, Selector("derived"),
+                              ("v",) if spec.comparisons() else (), spec.fact, text, spec.fact)
+        if isinstance(spec, PatientSpec):
+            values = []
+            words = []
+            undecidable = ()
+            if spec.age_years is not None:
+                op, n = _count(spec.age_years)
+                values.append(Test("age", op, float(n)))
+                words.append(f"age {OP_TEXT[op]} {n} years")
+                undecidable = ("age",)
+            if spec.sex is not None:
+                values.append(Test("sex", "eq", spec.sex))
+                words.append(spec.sex)
+            return _LeafParts(PATIENT, "closed", [], values, Selector("single"), undecidable, "patient",
+                              ", ".join(words), "age or birth date")
+        raise TypeError(f"no compiler for {site.kind}")
+
+    def _med_selector(self, spec: MedicationSpec) -> Selector:
+        if spec.courses is not None:
+            return Selector("count", *_count(spec.courses))
+        if spec.doses is not None:
+            return Selector("count", *_count(spec.doses))
+        if spec.drugs is not None:
+            op, n = _count(spec.drugs)
+            return Selector("distinct", op, n, distinct_field="d")
+        if spec.nth_course is not None:
+            return Selector("nth", n=spec.nth_course)
+        if spec.count is not None:
+            return Selector("count", *_count(spec.count))
+        return Selector(spec.which or "any")
+
+    def _drug_test(self, drug: str | None, cls: str | None) -> Test | AnyOf:
+        if drug is not None:
+            return Test("d", "eq", drug)
+        assert cls is not None
+        return _one_of("d", self.vocab.drugs_in_class(cls))
+
+    def _drug_words(self, drug: str | None, cls: str | None) -> str:
+        if drug is not None:
+            return self.vocab.drugs[drug].name
+        assert cls is not None
+        return self.vocab.drug_classes[cls]
+
+    def _operand(self, value: float | int | Ref, field: str) -> float | FieldRef:
+        if isinstance(value, Ref):
+            return FieldRef(value.ref, field)  # rule alias for now; mapped to a join alias in _leaf
+        return float(value)
+
+    def _selector_words(self, sel: Selector, fact_kind: str) -> str:
+        things = {COURSE: "courses", ADMIN: "administrations"}.get(fact_kind, "records")
+        if fact_kind == OBS:
+            things = "measurements"
+        if sel.mode == "latest":
+            return "latest" if fact_kind in (OBS, FINDING) else "the latest"
+        if sel.mode == "earliest":
+            return "the earliest"
+        if sel.mode == "any":
+            return "any" if fact_kind in (OBS, FINDING) else ""
+        if sel.mode == "all":
+            return f"all {things}"
+        if sel.mode == "count":
+            return f"{OP_TEXT[sel.op or 'gte']} {sel.n} {things}"
+        if sel.mode == "distinct":
+            return f"{OP_TEXT[sel.op or 'gte']} {sel.n} different drugs"
+        if sel.mode == "nth":
+            n = sel.n or 1
+            suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+            return f"the {n}{suffix}"
+        if sel.mode == "trend":
+            return f"{sel.direction}: latest vs the one before"
+        return ""
+
+    def _leaf(self, site: Site) -> Leaf:
+        spec = site.spec
+        parts = self._parts(site)
+        active = bool(getattr(spec, "active", None))
+        bounds, window_text = self._window(spec, active) if isinstance(spec, WindowFields) else ([], "")
+        join_alias: dict[str, str] = {}
+        joins: list[tuple[str, Pattern]] = []
+
+        def ja(rule_alias: str) -> str:
+            if rule_alias == CLOCK:
+                if CLOCK not in join_alias:
+                    join_alias[CLOCK] = CLOCK
+                    joins.append((CLOCK, Pattern(CLOCK)))
+                return CLOCK
+            if rule_alias not in join_alias:
+                name = f"a{sum(1 for a in join_alias if a != CLOCK)}"
+                join_alias[rule_alias] = name
+                joins.append((name, self.alias_pattern[rule_alias]))
+            return join_alias[rule_alias]
+
+        window_tests: list[Test] = []
+        starts: list[Bound] = []
+        for side, alias, field, offset in bounds:
+            ref = FieldRef(ja(alias), field, offset)
+            window_tests.append(Test("te", "gte", ref) if side == "lo" else Test("ts", "lte", ref))
+            if side == "lo" and alias != CLOCK:
+                starts.append(Bound(alias, field, offset))
+        scope_target = Pattern(parts.fact_kind, (*parts.identity, *window_tests))
+        scope_joins = tuple(joins)
+        scope = self.queries.add(scope_joins, scope_target)
+        value_refs: list[str] = []
+        values: list[Test | AnyOf] = []
+        for t in parts.values:
+            if isinstance(t, AnyOf):
+                values.append(t)
+            elif isinstance(t.operand, FieldRef):
+                value_refs.append(t.operand.alias)
+                values.append(Test(t.field, t.op, FieldRef(ja(t.operand.alias), t.operand.field)))
+            else:
+                values.append(t)
+        match = None
+        if values:
+            match = self.queries.add(tuple(joins), Pattern(parts.fact_kind, (*scope_target.tests, *values)))
+        sel_words = self._selector_words(parts.selector, parts.fact_kind)
+        label = parts.subject
+        if parts.value_text:
+            label += f": {parts.value_text}"
+        details = [w for w in (sel_words, window_text) if w and w != "at any time"]
+        if details and parts.selector.mode not in ("derived", "single"):
+            label += f" ({'; '.join(details)})"
+        missing, undecided = self._missing(site, parts, window_text)
+        line, col = self.rf.doc.positions.of_value(site.path)
+        leaf = Leaf(
+            path=format_path(site.path),
+            kind=site.kind,
+            fact_kind=parts.fact_kind,
+            section=SECTIONS[parts.fact_kind],
+            world="open" if parts.world == "open" else "closed",
+            scope=scope,
+            match=match,
+            selector=parts.selector,
+            anchors=tuple((j, a) for a, j in join_alias.items() if a != CLOCK),
+            window_starts=tuple(starts),
+            value_refs=tuple(value_refs),
+            alias=site.alias,
+            undecidable=parts.undecidable,
+            label=label,
+            missing=missing,
+            undecided=undecided,
+            derived_fact=spec.fact if isinstance(spec, DerivedSpec) else None,
+            is_met=(spec.is_ == "met") if isinstance(spec, DerivedSpec) else True,
+            line=line,
+            col=col,
+        )
+        if site.alias is not None:
+            self.alias_leaf.setdefault(site.alias, leaf)
+            definer = self.definers.get(site.alias)
+            if definer is not None and len(definer.leaves) > 1:
+                self.branch_patterns.setdefault(site.alias, []).append(_identity(scope_target))
+            else:
+                self.alias_pattern[site.alias] = _identity(scope_target)
+        return leaf
+
+    def _missing(self, site: Site, parts: _LeafParts, window_text: str) -> \
+            tuple[tuple[Missing, ...], tuple[Missing, ...]]:
+        path = format_path(site.path)
+        where = "" if window_text == "at any time" else f" {window_text}"
+        out: list[Missing] = []
+        values: list[Missing] = []
+        if parts.fact_kind == OBS:
+            if parts.selector.mode == "trend":
+                out.append(Missing(parts.missing_what, f"at least two measurements{where}", path))
+            else:
+                out.append(Missing(parts.missing_what, f"a measurement{where}", path))
+        elif parts.fact_kind == FINDING:
+            out.append(Missing(parts.missing_what, f"recorded as present or absent{where}", path))
+        for field in parts.undecidable:
+            if field in DOSE_NEEDS:
+                values.append(Missing(DOSE_NEEDS[field].split(" (")[0], DOSE_NEEDS[field], path))
+            elif field == "age":
+                values.append(Missing("age or birth date", "to decide the age condition", path))
+            elif field == "v":
+                values.append(Missing(parts.subject, "its value was not computed", path))
+        return tuple(out), tuple(values)
+
+
+def _strata(rules: list[RuleFile]) -> dict[str, int]:
+    producers = {rf.rule.derive.fact: rf for rf in rules if rf.rule.derive is not None}
+    memo: dict[str, int] = {}
+
+    def depth(rf: RuleFile, stack: frozenset[str]) -> int:
+        rid = rf.rule.id
+        if rid in memo:
+            return memo[rid]
+        best = 0
+        for s in sites(rf.rule.when):
+            if isinstance(s.spec, DerivedSpec) and s.spec.fact in producers:
+                producer = producers[s.spec.fact]
+                if producer.rule.id in stack:  # cycles are reported by the check stage
+                    continue
+                best = max(best, 1 + depth(producer, stack | {rid}))
+        memo[rid] = best
+        return best
+
+    return {rf.rule.id: depth(rf, frozenset()) for rf in rules}
+
+
+def compile_kb(loaded: LoadedRules, include_drafts: bool = False) -> tuple[CompiledKB, list[Diagnostic]]:
+    rules = [rf for rf in loaded.rules if evaluable(rf.rule, include_drafts)]
+    strata = _strata(rules)
+    rules.sort(key=lambda rf: (strata[rf.rule.id], rf.rule.id))
+    queries = _Queries()
+    compiled = [_RuleCompiler(rf, queries, strata[rf.rule.id]).compile() for rf in rules]
+    kb = CompiledKB(
+        manifest=loaded.manifest,
+        content_hash=loaded.content_hash,
+        directory=loaded.directory,
+        rules=tuple(compiled),
+        queries=queries.queries,
+        models={rf.rule.id: rf.rule for rf in rules},
+        files={rf.rule.id: rf for rf in rules},
+        include_drafts=include_drafts,
+    )
+    return kb, []

@@ -1,0 +1,256 @@
+"""The durable_rules (Rete) backend. The only module that imports durable_rules.
+
+It drives the low-level ``durable_rules_engine`` extension directly and handles each known trap
+(see docs/durable-rules.md in the design notes):
+
+* no ``Host``, no timer threads, no callbacks: matches are collected with the action loop and turned
+  into results in ordinary Python, so nothing is swallowed;
+* one fresh session id per evaluation, deleted in ``finally``; a lock keeps one session per ruleset
+  alive at a time, far below the 1,024-session ceiling, and serialises callers (the C code holds the GIL
+  anyway, so threads would not run it in parallel);
+* fact ids are ours (the fact's position), checked collision-free under the engine's 32-bit FNV-1 hash,
+  and a catch-all rule proves every asserted fact reached the network - a dropped fact is an error;
+* facts only (no events), no ``$not``/``$nex``, no rule-level ``any``, numbers sent as numbers;
+* engine limits (64 patterns matching one fact on a branch, 256 rules per alpha node, 4,096 rules per
+  ruleset) are respected by splitting the queries over several rulesets, decided when the knowledge base
+  is compiled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import weakref
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import durable_rules_engine as _dre
+
+from .errors import EvaluationError
+from .facts import Fact
+from .ir import CLOCK, AnyOf, FieldRef, Pattern, Query, Test
+from .match import Tuples
+
+CATCH_ALL = "catch_all"
+CAP = 1_000_000  # frames per action: one action hands over every match of a rule
+MAX_PER_BRANCH = 60  # < 64 patterns that can match one fact below one alpha branch
+MAX_CLOCK_JOINS = 200  # < 256 rules fed by the clock fact's alpha node
+MAX_RULES = 3_500  # < 4,096 rules in one ruleset
+MAX_FACTS = 20_000  # ids "0".."19999" are collision-free under FNV-1 (tests/test_durable_backend.py)
+
+_names = itertools.count(1)
+_sessions = itertools.count(1)
+
+
+def fnv1_32(text: str) -> int:
+    """The engine's fact-id hash (FNV-1, 32 bit), to prove our ids never collide."""
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h ^= byte if byte < 128 else byte - 256 & 0xFFFFFFFF
+        h = (h * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def _operand(ref: FieldRef) -> Any:
+    base = {ref.alias: ref.field}
+    if ref.offset == 0:
+        return base
+    if ref.offset > 0:
+        return {"$add": {"$l": base, "$r": ref.offset}}
+    return {"$sub": {"$l": base, "$r": -ref.offset}}
+
+
+def _test(t: Test | AnyOf) -> dict[str, Any]:
+    if isinstance(t, AnyOf):
+        alts = [_conj(list(alt)) for alt in t.alternatives]
+        return {"$or": alts}
+    value = _operand(t.operand) if isinstance(t.operand, FieldRef) else t.operand
+    if t.op == "eq":
+        return {t.field: value}
+    return {f"${t.op}": {t.field: value}}
+
+
+def _conj(tests: list[Test | AnyOf]) -> dict[str, Any]:
+    parts = [_test(t) for t in tests]
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def pattern_json(p: Pattern) -> dict[str, Any]:
+    return _conj([Test("k", "eq", p.kind), *p.tests])
+
+
+def _branch_keys(p: Pattern) -> set[tuple[str, str]]:
+    """The alpha branches a pattern sits on: its kind and the first identity value(s)."""
+    for t in p.tests:
+        if isinstance(t, Test) and t.op == "eq" and isinstance(t.operand, str):
+            return {(p.kind, t.operand)}
+        if isinstance(t, AnyOf):
+            keys = set()
+            for alt in t.alternatives:
+                for u in alt:
+                    if u.op == "eq" and isinstance(u.operand, str):
+                        keys.add((p.kind, u.operand))
+            if keys:
+                return keys
+    return {(p.kind, "*")}
+
+
+class _Load:
+    """How many patterns of one ruleset could match a single fact, per alpha branch."""
+
+    def __init__(self) -> None:
+        self.branch: dict[tuple[str, str], int] = defaultdict(int)
+        self.clock = 0
+        self.rules = 0
+
+    def worst(self, kind: str, value: str) -> int:
+        if value == "*":  # a pattern on the kind alone meets every fact of that kind
+            specific = max((n for (k, v), n in self.branch.items() if k == kind and v != "*"), default=0)
+            return specific + self.branch[(kind, "*")]
+        return self.branch[(kind, value)] + self.branch[(kind, "*")]
+
+    def fits(self, keys: dict[tuple[str, str], int], clock: int) -> bool:
+        return (all(self.worst(k, v) + n <= MAX_PER_BRANCH for (k, v), n in keys.items())
+                and self.clock + clock <= MAX_CLOCK_JOINS and self.rules < MAX_RULES)
+
+    def add(self, keys: dict[tuple[str, str], int], clock: int) -> None:
+        for key, n in keys.items():
+            self.branch[key] += n
+        self.clock += clock
+        self.rules += 1
+
+
+def shard(queries: Sequence[Query]) -> list[list[Query]]:
+    """Split queries over rulesets so that no engine limit can be reached."""
+    shards: list[list[Query]] = []
+    loads: list[_Load] = []
+    for q in queries:
+        keys: dict[tuple[str, str], int] = defaultdict(int)
+        for p in [p for _, p in q.joins] + [q.target]:
+            for key in _branch_keys(p):
+                keys[key] += 1
+        clock = sum(1 for a, _ in q.joins if a == CLOCK)
+        for part, load in zip(shards, loads, strict=True):
+            if load.fits(keys, clock):
+                part.append(q)
+                load.add(keys, clock)
+                break
+        else:
+            load = _Load()
+            load.add(keys, clock)
+            shards.append([q])
+            loads.append(load)
+    return shards or [[]]
+
+
+def ruleset_json(queries: Sequence[Query]) -> dict[str, Any]:
+    rules: dict[str, Any] = {}
+    for q in queries:
+        frames = [{alias: pattern_json(p)} for alias, p in q.joins] + [{"x": pattern_json(q.target)}]
+        rules[q.id] = {"all": frames, "cap": CAP}
+    rules[CATCH_ALL] = {"all": [{"m": {"$ex": {"k": 1}}}], "cap": CAP}
+    return rules
+
+
+class DurableSession:
+    def __init__(self, backend: DurableBackend) -> None:
+        self.backend = backend
+        self.sid = f"s{next(_sessions)}"
+        self.found: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+        self.count = 0
+        self.open = True
+        backend.lock.acquire()
+
+    def add(self, facts: Sequence[Fact]) -> None:
+        if not facts:
+            return  # an empty batch crashes the engine
+        self.count += len(facts)
+        if self.count > MAX_FACTS:
+            raise EvaluationError(f"a snapshot of more than {MAX_FACTS} facts cannot be evaluated safely")
+        payload = json.dumps([{"id": f.id, "sid": self.sid, **f.data} for f in facts],
+                             ensure_ascii=False, allow_nan=False)
+        expected = {f.id for f in facts}
+        for handle, aliases in self.backend.handles:
+            try:
+                code, offset = _dre.assert_facts(handle, payload)
+            except _dre.error as exc:
+                raise EvaluationError(f"the rule engine rejected the facts: {exc}") from exc
+            if code not in (0, 1):
+                raise EvaluationError(f"the rule engine refused the facts (code {code})")
+            seen = self._drain(handle, offset, aliases)
+            if seen != expected:
+                lost = sorted(expected - seen, key=lambda s: (len(s), s))
+                raise EvaluationError(f"the rule engine did not keep every fact (lost ids: {lost[:10]})")
+
+    def _drain(self, handle: int, offset: int, aliases: dict[str, tuple[str, ...]]) -> set[str]:
+        seen: set[str] = set()
+        try:
+            result = _dre.start_action_for_state(handle, offset)
+            messages = result[1] if result else None
+            while messages:
+                for rule, frames in json.loads(messages).items():
+                    for frame in frames if isinstance(frames, list) else [frames]:
+                        if rule == CATCH_ALL:
+                            seen.add(str(frame["m"]["id"]))
+                        else:
+                            self.found[rule].add(tuple(str(frame[a]["id"]) for a in aliases[rule]))
+                messages = _dre.complete_and_start_action(handle, offset)
+        except _dre.error as exc:
+            raise EvaluationError(f"the rule engine failed while reporting matches: {exc}") from exc
+        return seen
+
+    def tuples(self, qid: str) -> Tuples:
+        return frozenset(self.found.get(qid, ()))
+
+    def close(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        try:
+            for handle, _ in self.backend.handles:
+                try:
+                    _dre.delete_state(handle, self.sid)
+                except _dre.error:
+                    pass  # nothing was asserted in this ruleset for this session
+        finally:
+            self.backend.lock.release()
+
+
+def _delete(handles: list[tuple[int, dict[str, tuple[str, ...]]]]) -> None:
+    for handle, _ in handles:
+        try:
+            _dre.delete_ruleset(handle)
+        except _dre.error:  # pragma: no cover - already gone at interpreter exit
+            pass
+
+
+class DurableBackend:
+    """Queries compiled into durable_rules rulesets (one or more shards)."""
+
+    name = "durable_rules"
+
+    def __init__(self, queries: dict[str, Query]) -> None:
+        self.lock = threading.Lock()
+        self.handles: list[tuple[int, dict[str, tuple[str, ...]]]] = []
+        ordered = [queries[k] for k in sorted(queries, key=lambda q: int(q[1:]) if q[1:].isdigit() else q)]
+        for part in shard(ordered):
+            name = f"mascds{next(_names)}"
+            try:
+                handle = _dre.create_ruleset(name, json.dumps(ruleset_json(part), ensure_ascii=False))
+            except _dre.error as exc:
+                _delete(self.handles)
+                raise EvaluationError(f"the rule engine could not build the knowledge base: {exc}") from exc
+            self.handles.append((handle, {q.id: q.aliases for q in part}))
+        self._finalizer = weakref.finalize(self, _delete, self.handles)
+
+    @property
+    def shards(self) -> int:
+        return len(self.handles)
+
+    def open(self) -> DurableSession:
+        return DurableSession(self)
+
+    def close(self) -> None:
+        self._finalizer()

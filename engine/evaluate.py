@@ -1,0 +1,444 @@
+"""Evaluate stage: decide every rule for one snapshot at one time, in strata, with three-valued logic.
+
+The matching backend says which facts satisfy each query; this module decides the rest in plain Python:
+which fact a condition is about (latest, n-th, counts, trends), whether absence means "no" (medications,
+diagnoses: the record is the list) or "unknown" (labs and findings: not measured is not normal), and how
+conditions combine (Kleene logic: a rule is true, false, or undecided with the inputs that would decide
+it). Derived facts of one stratum are added to the session before the next stratum runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .compile import CompiledKB
+from .describe import fact_json_with_text, template_field
+from .errors import EvaluationError, MascdsError
+from .facts import Fact, build_facts, clock_fact
+from .ir import (
+    DERIVED,
+    All,
+    Any_,
+    AtLeast,
+    CompiledRule,
+    Leaf,
+    Missing,
+    Node,
+    Not,
+    Verdict,
+    leaves,
+)
+from .match import MatchSession
+from .result import (
+    Action,
+    Assessment,
+    Citation,
+    KnowledgeBaseInfo,
+    Matched,
+    NodeResult,
+    Recommendation,
+    Result,
+    RuleError,
+    Suppression,
+    Undecided,
+)
+from .rulemodel import Rule, text_in
+from .snapshot import Snapshot
+from .templates import parse, render
+from .times import iso
+from .vocab import vocabulary
+
+RESTRICTIVE = frozenset({"stop", "avoid"})
+PERMISSIVE = frozenset({"start", "consider"})
+INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
+MAX_FACTS_SHOWN = 12
+
+
+@dataclass(frozen=True)
+class Binding:
+    fact: Fact
+    count: int | None = None
+    previous: Fact | None = None
+    nth: int | None = None
+
+
+def _dedupe(items: Iterable[Missing]) -> tuple[Missing, ...]:
+    seen: dict[tuple[str, str], Missing] = {}
+    for m in items:
+        seen.setdefault((m.what, m.detail), m)
+    return tuple(seen.values())
+
+
+def _order_key(f: Fact) -> tuple[float, int, str]:
+    return (float(f.data["ts"]), int(f.id) if f.id.isdigit() else 10**9, f.id)
+
+
+def _count_verdict(op: str, n: int, lo: int, hi: float) -> Verdict:
+    if op == "gt":
+        return "true" if lo > n else ("false" if hi <= n else "unknown")
+    if op == "gte":
+        return "true" if lo >= n else ("false" if hi < n else "unknown")
+    if op == "lt":
+        return "true" if hi < n else ("false" if lo >= n else "unknown")
+    if op == "lte":
+        return "true" if hi <= n else ("false" if lo > n else "unknown")
+    if lo == hi:
+        return "true" if lo == n else "false"
+    return "false" if n < lo or n > hi else "unknown"
+
+
+class RuleEvaluator:
+    """Decides the rules of one evaluation against one match session."""
+
+    def __init__(self, kb: CompiledKB, session: MatchSession, facts: dict[str, Fact], now: int,
+                 snapshot: Snapshot) -> None:
+        self.kb = kb
+        self.session = session
+        self.facts = facts
+        self.now = now
+        self.snapshot = snapshot
+
+    # --- one leaf --------------------------------------------------------------------------------------
+    def _ids(self, qid: str, leaf: Leaf, bindings: dict[str, Binding]) -> set[str]:
+        query = self.kb.queries[qid]
+        to_rule = dict(leaf.anchors)
+        positions = [(i, to_rule[a]) for i, a in enumerate(query.aliases[:-1]) if a in to_rule]
+        out: set[str] = set()
+        for tup in self.session.tuples(qid):
+            if all(bindings[alias].fact.id == tup[i] for i, alias in positions):
+                out.add(tup[-1])
+        return out
+
+    def leaf(self, lf: Leaf, bindings: dict[str, Binding], verdicts: dict[str, NodeResult]) -> \
+            tuple[NodeResult, Binding | None]:
+        for _, alias in lf.anchors:
+            if alias not in bindings:
+                src = verdicts[alias]
+                if src.verdict == "false":
+                    return NodeResult(lf, "false", note=f"'{alias}' did not match"), None
+                return NodeResult(lf, "unknown", missing=src.missing, note=f"'{alias}' is undecided"), None
+        for b in lf.window_starts:
+            start = float(bindings[b.alias].fact.data[b.field]) + b.offset
+            if start > self.now:
+                return NodeResult(lf, "false", note="its time window has not started by the evaluation time"), None
+        scope = sorted((self.facts[i] for i in self._ids(lf.scope, lf, bindings)), key=_order_key)
+        match_ids = self._ids(lf.match, lf, bindings) if lf.match is not None else {f.id for f in scope}
+        matched = [f for f in scope if f.id in match_ids]
+        undecided = [f for f in scope if f.id not in match_ids and any(k not in f.data for k in lf.undecidable)]
+        section_unknown = lf.section in self.snapshot.unknown_sections
+        open_world = lf.world == "open" or section_unknown
+        no_data = tuple(lf.missing) if lf.world == "open" else (
+            Missing(lf.section.replace("_", " "), "not provided in the record", lf.path),)
+        value_missing = lf.undecided if undecided else ()
+        sel = lf.selector
+        mode = sel.mode
+
+        def result(verdict: Verdict, facts: list[Fact], missing: tuple[Missing, ...] = (),
+                   note: str = "") -> NodeResult:
+            return NodeResult(lf, verdict, tuple(facts), tuple(scope), _dedupe(missing), (), note)
+
+        if mode == "derived":
+            if not scope:
+                return result("unknown", [], (Missing(lf.derived_fact or "", "assessment not evaluated",
+                                                      lf.path),)), None
+            f = scope[-1]
+            status = f.data["st"]
+            if status == "indeterminate":
+                extra = f.extra or {}
+                inner: tuple[Missing, ...] = tuple(extra.get("missing", ()))
+                return result("unknown", [f], inner, "the assessment is undecided"), None
+            if f.id in match_ids:
+                return result("true", [f]), Binding(f)
+            if "v" not in f.data and any(k == "v" for k in lf.undecidable) and status == "met":
+                return result("unknown", [f], (Missing(lf.derived_fact or "", "value not computed", lf.path),)), None
+            return result("false", [f]), None
+        if mode == "single":
+            if not scope:
+                return result("unknown", [], no_data), None
+            f = scope[0]
+            if f.id in match_ids:
+                return result("true", [f]), Binding(f)
+            if undecided:
+                return result("unknown", [f], value_missing), None
+            return result("false", [f]), None
+        if not scope:
+            if open_world:
+                return result("unknown", [], no_data, "nothing recorded in the window"), None
+            return result("false", [], note="nothing recorded in the window"), None
+        if mode in ("latest", "earliest"):
+            f = scope[-1] if mode == "latest" else scope[0]
+            if f.id in match_ids:
+                return result("true", [f]), Binding(f)
+            if f in undecided:
+                return result("unknown", [f], value_missing), None
+            return result("false", [f]), None
+        if mode == "any":
+            if matched:
+                return result("true", matched), Binding(matched[-1], count=len(matched))
+            if undecided:
+                return result("unknown", undecided, value_missing), None
+            if section_unknown:
+                return result("unknown", [], no_data), None
+            return result("false", []), None
+        if mode == "all":
+            failing = [f for f in scope if f.id not in match_ids and f not in undecided]
+            if failing:
+                return result("false", failing), None
+            if undecided:
+                return result("unknown", undecided, value_missing), None
+            return result("true", scope), Binding(scope[-1], count=len(scope))
+        if mode == "count":
+            lo = len(matched)
+            hi: float = lo + len(undecided)
+            if section_unknown:
+                hi = math.inf
+            verdict = _count_verdict(sel.op or "gte", sel.n or 0, lo, hi)
+            missing = value_missing + (no_data if section_unknown else ())
+            binding = Binding(matched[-1], count=lo) if verdict == "true" and matched else None
+            return result(verdict, matched, missing if verdict == "unknown" else (),
+                          f"{lo} matching"), binding
+        if mode == "distinct":
+            field = sel.distinct_field or "d"
+            have = {f.data.get(field) for f in matched}
+            maybe = have | {f.data.get(field) for f in undecided}
+            hi = math.inf if section_unknown else len(maybe)
+            verdict = _count_verdict(sel.op or "gte", sel.n or 0, len(have), hi)
+            binding = Binding(matched[-1], count=len(have)) if verdict == "true" and matched else None
+            return result(verdict, matched, value_missing if verdict == "unknown" else (),
+                          f"{len(have)} different"), binding
+        if mode == "nth":
+            n = sel.n or 1
+            candidates = sorted([*matched, *undecided], key=_order_key)
+            if len(matched) >= n:
+                nth = matched[n - 1]
+                if all(_order_key(u) > _order_key(nth) for u in undecided):
+                    return result("true", [nth]), Binding(nth, nth=n, count=len(matched))
+                return result("unknown", candidates[:n], value_missing), None
+            if len(candidates) >= n or section_unknown:
+                return result("unknown", candidates, value_missing + (no_data if section_unknown else ())), None
+            return result("false", matched, note=f"only {len(matched)}"), None
+        if mode == "trend":
+            if len(scope) < 2:
+                return result("unknown", scope, lf.missing, "fewer than two measurements"), None
+            prev, last = scope[-2], scope[-1]
+            a, b = float(prev.data["v"]), float(last.data["v"])
+            ok = b > a if sel.direction == "rising" else b < a
+            if ok:
+                return result("true", [prev, last]), Binding(last, previous=prev)
+            return result("false", [prev, last]), None
+        raise EvaluationError(f"unknown selector {mode}")
+
+    # --- the tree --------------------------------------------------------------------------------------
+    def node(self, node: Node, bindings: dict[str, Binding], verdicts: dict[str, NodeResult]) -> NodeResult:
+        if isinstance(node, Leaf):
+            res, binding = self.leaf(node, bindings, verdicts)
+            if node.alias is not None:
+                verdicts[node.alias] = res
+                if binding is not None and res.verdict == "true" and node.alias not in bindings:
+                    bindings[node.alias] = binding  # in an any, the first true branch binds
+            return res
+        if isinstance(node, Not):
+            child = self.node(node.child, bindings, verdicts)
+            flipped: Verdict = {"true": "false", "false": "true", "unknown": "unknown"}[child.verdict]  # type: ignore[assignment]
+            return NodeResult(node, flipped, missing=child.missing, children=(child,))
+        kids = tuple(self.node(c, bindings, verdicts) for c in node.children)
+        counts = {v: sum(1 for k in kids if k.verdict == v) for v in ("true", "false", "unknown")}
+        unknown_missing = _dedupe(m for k in kids if k.verdict == "unknown" for m in k.missing)
+        verdict: Verdict
+        if isinstance(node, All):
+            verdict = "false" if counts["false"] else ("unknown" if counts["unknown"] else "true")
+        elif isinstance(node, Any_):
+            verdict = "true" if counts["true"] else ("unknown" if counts["unknown"] else "false")
+        else:
+            assert isinstance(node, AtLeast)
+            t, u = counts["true"], counts["unknown"]
+            verdict = "true" if t >= node.n else ("false" if t + u < node.n else "unknown")
+        result = NodeResult(node, verdict, missing=unknown_missing if verdict == "unknown" else (), children=kids,
+                            note=f"{counts['true']} of {len(kids)} hold")
+        if isinstance(node, Any_):
+            for alias in node.defines:
+                verdicts[alias] = result
+        return result
+
+    def rule(self, cr: CompiledRule) -> tuple[NodeResult, dict[str, Binding]]:
+        bindings: dict[str, Binding] = {}
+        verdicts: dict[str, NodeResult] = {}
+        return self.node(cr.root, bindings, verdicts), bindings
+
+
+# --- building the result --------------------------------------------------------------------------------
+
+def citations(rule: Rule) -> tuple[Citation, ...]:
+    return tuple(Citation(s.reference, s.reported, s.doi, s.pmid) for s in rule.sources)
+
+
+def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]], start: int | None) -> list[Matched]:
+    """The conditions that held along the true paths of a tree, with their facts."""
+    node = res.node
+    if res.verdict != "true":
+        return []
+    if isinstance(node, Leaf):
+        facts = res.facts[-MAX_FACTS_SHOWN:]
+        if node.fact_kind == DERIVED and res.facts:
+            f = res.facts[-1]
+            name = str(f.data["n"])
+            inner, rule_id = derived.get(name, (None, ""))
+            because = tuple(matched_entries(inner, derived, start)) if inner is not None else ()
+            return [Matched(node.label, node.path, tuple(fact_json_with_text(x, start) for x in facts), False,
+                            {"fact": name, "status": f.data["st"], "rule_id": rule_id}, because)]
+        return [Matched(node.label, node.path, tuple(fact_json_with_text(x, start) for x in facts))]
+    if isinstance(node, Not):
+        child = res.children[0]
+        seen = tuple(fact_json_with_text(x, start) for x in child.seen[-3:])
+        return [Matched(f"no {_label(child.node)}", node.path, seen, True)]
+    out: list[Matched] = []
+    for child in res.children:
+        out.extend(matched_entries(child, derived, start))
+    return out
+
+
+def _label(node: Node) -> str:
+    if isinstance(node, Leaf):
+        return node.label
+    if isinstance(node, Not):
+        return f"not ({_label(node.child)})"
+    joiner = " and " if isinstance(node, All) else " or "
+    return "(" + joiner.join(_label(c) for c in node.children) + ")"
+
+
+def resolve_conflicts(recs: list[Recommendation], policy: str) -> tuple[list[Recommendation], list[RuleError]]:
+    """Opposite actions on the same target: the knowledge base's policy says which wins; the loser stays
+    in the result, marked suppressed."""
+    vocab = vocabulary()
+    losers: dict[tuple[str, int], Suppression] = {}
+    errors: list[RuleError] = []
+    for i, a in enumerate(recs):
+        for j, b in enumerate(recs):
+            if j <= i:
+                continue
+            for ai, x in enumerate(a.actions):
+                for bi, y in enumerate(b.actions):
+                    kinds = {x.kind, y.kind}
+                    if not (kinds & RESTRICTIVE and kinds & PERMISSIVE) or x.kind in RESTRICTIVE and y.kind in \
+                            RESTRICTIVE or x.kind in PERMISSIVE and y.kind in PERMISSIVE:
+                        continue
+                    same = x.target == y.target or bool(vocab.target_drugs(x.target) & vocab.target_drugs(y.target))
+                    if not same:
+                        continue
+                    if a.priority != b.priority:
+                        win_a = a.priority > b.priority
+                    elif policy == "restrictive-wins":
+                        win_a = x.kind in RESTRICTIVE
+                    else:
+                        errors.append(RuleError(a.rule_id, f"unresolved conflict with {b.rule_id}: {x.kind} vs "
+                                                f"{y.kind} {y.target} at equal priority"))
+                        continue
+                    if win_a:
+                        losers.setdefault((b.rule_id, bi), Suppression(a.rule_id, x.kind, x.target))
+                    else:
+                        losers.setdefault((a.rule_id, ai), Suppression(b.rule_id, y.kind, y.target))
+    out: list[Recommendation] = []
+    for r in recs:
+        actions = tuple(
+            Action(act.kind, act.target, act.target_name, act.text, act.reported_dose, losers.get((r.rule_id, k)))
+            for k, act in enumerate(r.actions))
+        status = "suppressed" if all(a.suppressed_by is not None for a in actions) else "active"
+        out.append(Recommendation(r.rule_id, r.rule_version, r.title, r.indicator, status, r.priority, actions,
+                                  r.rationale, r.matched, r.citations, r.evidence_level))
+    return out, errors
+
+
+def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot, as_of: int,
+                      backend_name: str, lang: str = "en") -> Result:
+    facts = build_facts(snapshot, as_of)
+    facts.append(clock_fact(as_of))
+    session.add(facts)
+    by_id = {f.id: f for f in facts}
+    ev = RuleEvaluator(kb, session, by_id, as_of, snapshot)
+    traces: dict[str, NodeResult] = {}
+    all_bindings: dict[str, dict[str, Binding]] = {}
+    errors: list[RuleError] = []
+    derived: dict[str, tuple[NodeResult, str]] = {}
+    derived_facts: dict[str, Fact] = {}
+    stratum = 0
+    pending: list[Fact] = []
+    for cr in kb.rules:
+        if cr.stratum != stratum:
+            if pending:
+                session.add(pending)
+                pending = []
+            stratum = cr.stratum
+        try:
+            res, bindings = ev.rule(cr)
+        except MascdsError:
+            raise
+        except Exception as exc:  # a fault in one rule must not hide the others; it is reported loudly
+            errors.append(RuleError(cr.id, f"could not be evaluated: {type(exc).__name__}: {exc}"))
+            res = NodeResult(cr.root, "unknown", missing=(Missing("rule evaluation", "internal error", cr.id),))
+            bindings = {}
+        traces[cr.id] = res
+        all_bindings[cr.id] = bindings
+        if cr.derives is not None:
+            status = {"true": "met", "false": "not_met", "unknown": "indeterminate"}[res.verdict]
+            fid = f"d{len(derived_facts)}"
+            fact = Fact(fid, {"k": DERIVED, "n": cr.derives, "st": status, "ts": float(as_of), "te": float(as_of)},
+                        None, {"rule": cr.id, "missing": res.missing})
+            derived_facts[cr.derives] = fact
+            by_id[fid] = fact
+            derived[cr.derives] = (res, cr.id)
+            pending.append(fact)
+    if pending:
+        session.add(pending)
+    recs: list[Recommendation] = []
+    assessments: list[Assessment] = []
+    undecided: list[Undecided] = []
+    for cr in kb.rules:
+        rule = kb.models[cr.id]
+        res = traces[cr.id]
+        title = text_in(rule.title, lang)
+        if res.verdict == "unknown":
+            undecided.append(Undecided(cr.id, cr.version, title,
+                                       "assessment" if rule.derive else "recommendation", res.missing))
+        if rule.derive is not None:
+            status = {"true": "met", "false": "not_met", "unknown": "indeterminate"}[res.verdict]
+            assessments.append(Assessment(
+                rule.derive.fact, status, cr.id, cr.version, title,
+                text_in(rule.derive.summary, lang) if rule.derive.summary else None, None,
+                res.missing, tuple(matched_entries(res, derived, snapshot.start)), citations(rule), rule.evidence_level))
+        elif rule.recommend is not None and res.verdict == "true":
+            rec = rule.recommend
+            bindings = all_bindings[cr.id]
+
+            def resolve(alias: str, field: str, _b: dict[str, Binding] = bindings) -> str:
+                b = _b.get(alias)
+                if b is None:
+                    return "—"
+                return template_field(b.fact, field, snapshot.start, b.count, b.previous, b.nth)
+
+            rationale = render(parse(text_in(rec.rationale, lang)), resolve)
+            vocab = vocabulary()
+            actions = tuple(Action(a.kind, a.target, vocab.target_name(a.target), text_in(a.text, lang),
+                                   text_in(a.reported_dose, lang) if a.reported_dose else None)
+                            for a in rec.actions)
+            recs.append(Recommendation(cr.id, cr.version, title, rec.indicator, "active", rec.priority, actions,
+                                       rationale, tuple(matched_entries(res, derived, snapshot.start)), citations(rule),
+                                       rule.evidence_level))
+    recs, conflict_errors = resolve_conflicts(recs, kb.manifest.conflict_resolution)
+    errors.extend(conflict_errors)
+    recs.sort(key=lambda r: (r.status != "active", INDICATOR_RANK[r.indicator], -r.priority, r.rule_id))
+    assessments.sort(key=lambda a: a.fact)
+    undecided.sort(key=lambda u: (u.produces, u.rule_id))
+    info = KnowledgeBaseInfo(kb.manifest.name, kb.manifest.version, kb.manifest.title, kb.content_hash,
+                             len(kb.rules), kb.include_drafts)
+    return Result(
+        as_of=iso(as_of), as_of_epoch=as_of, case_id=snapshot.id, case_title=snapshot.title,
+        case_source=snapshot.source, timeline_start=snapshot.start, knowledge_base=info, backend=backend_name,
+        lang=lang, recommendations=tuple(recs), assessments=tuple(assessments), indeterminate=tuple(undecided),
+        errors=tuple(errors), warnings=snapshot.warnings, complete=not snapshot.unknown_sections,
+        traces=traces, derived_facts=derived_facts,
+    )
+
+
+__all__ = ["evaluate_snapshot", "leaves"]

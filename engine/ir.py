@@ -1,0 +1,175 @@
+"""The engine-agnostic compiled form of a knowledge base.
+
+A rule compiles to a tree of nodes whose leaves name *queries*. A query is what a matching backend
+answers: every tuple of facts (one per alias) that satisfies a conjunction of single-fact tests and
+tests relating facts to each other (time windows relative to the evaluation time or to another matched
+fact, comparisons with another fact's value). Both backends - durable_rules and the plain-Python
+reference - answer the same queries; selection (latest, n-th, counts), absence and three-valued logic are
+decided afterwards in ordinary Python (``engine.evaluate``), never inside the Rete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Op = Literal["eq", "gt", "gte", "lt", "lte"]
+Verdict = Literal["true", "false", "unknown"]
+
+# Fact kinds (the ``k`` field of every fact).
+OBS, FINDING, COURSE, ADMIN, ORDER, REACTION, SUPPORT, DIAGNOSIS, DERIVED, PATIENT, CLOCK = (
+    "obs", "fnd", "course", "admin", "ord", "rx", "sup", "dx", "drv", "pt", "clk")
+
+# An interval that has not ended by the evaluation time ends here (far beyond any real time).
+ONGOING = 10.0 ** 12
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """The value of ``field`` on the fact bound to join alias ``alias``, plus ``offset``."""
+
+    alias: str
+    field: str
+    offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class Test:
+    field: str
+    op: Op
+    operand: float | str | FieldRef
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """At least one alternative (a conjunction of tests) holds."""
+
+    alternatives: tuple[tuple[Test | AnyOf, ...], ...]
+
+
+@dataclass(frozen=True)
+class Pattern:
+    kind: str
+    tests: tuple[Test | AnyOf, ...] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    joins: tuple[tuple[str, Pattern], ...]  # other facts the target is related to, in order
+    target: Pattern  # bound to alias "x"
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return (*(a for a, _ in self.joins), "x")
+
+
+@dataclass(frozen=True)
+class Selector:
+    mode: Literal["latest", "earliest", "any", "all", "count", "nth", "distinct", "trend", "derived", "single"]
+    op: Op | None = None
+    n: int | None = None
+    direction: Literal["rising", "falling"] | None = None
+    distinct_field: str | None = None
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A window bound that depends on an anchor: ``fact(alias).field + offset``."""
+
+    alias: str  # rule alias
+    field: str
+    offset: float
+
+
+@dataclass(frozen=True)
+class Missing:
+    """An input that would decide an undecided condition."""
+
+    what: str
+    detail: str
+    condition: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"what": self.what, "detail": self.detail, "condition": self.condition}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    path: str  # document path of the condition, e.g. when.all[2].medication
+    kind: str  # condition kind as written (observation, medication, ...)
+    fact_kind: str
+    section: str  # snapshot section the facts come from
+    world: Literal["open", "closed"]  # open: absence means unknown; closed: absence means no
+    scope: str  # query id: facts in the window with the right identity
+    match: str | None  # query id: those that also pass the value tests (None: same as scope)
+    selector: Selector
+    anchors: tuple[tuple[str, str], ...]  # (join alias in the queries, rule alias)
+    window_starts: tuple[Bound, ...]  # lower bounds that depend on anchors (window not open yet?)
+    value_refs: tuple[str, ...]  # rule aliases whose value is compared with
+    alias: str | None
+    undecidable: tuple[str, ...]  # tested fields a fact may lack (dose per kg without a weight)
+    label: str  # what the condition asks, in words
+    missing: tuple[Missing, ...]  # what to record when nothing is in the window (open world)
+    undecided: tuple[Missing, ...]  # what would decide a fact that lacks a tested value (e.g. a weight)
+    derived_fact: str | None = None
+    is_met: bool = True
+    line: int = 0
+    col: int = 0
+
+
+@dataclass(frozen=True)
+class All:
+    path: str
+    children: tuple[Node, ...]
+    label: str = "all of"
+
+
+@dataclass(frozen=True)
+class Any_:
+    path: str
+    children: tuple[Node, ...]
+    label: str = "any of"
+    defines: tuple[str, ...] = ()  # aliases every branch binds (the first true branch wins)
+
+
+@dataclass(frozen=True)
+class Not:
+    path: str
+    child: Node
+    label: str = "not"
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    path: str
+    n: int
+    children: tuple[Node, ...]
+    label: str = ""
+
+
+Node = All | Any_ | Not | AtLeast | Leaf
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: str
+    version: str
+    file: str
+    status: str
+    stratum: int
+    root: Node
+    derives: str | None
+    uses: frozenset[str]
+    aliases: dict[str, Leaf] = field(default_factory=dict)
+
+
+def leaves(node: Node) -> list[Leaf]:
+    if isinstance(node, Leaf):
+        return [node]
+    if isinstance(node, Not):
+        return leaves(node.child)
+    out: list[Leaf] = []
+    for child in node.children:
+        out.extend(leaves(child))
+    return out

@@ -1,0 +1,220 @@
+"""Typed evaluation results and their stable JSON form (documented in docs/json-output.md and
+``schemas/result.schema.json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .facts import Fact
+from .ir import Missing, Node, Verdict
+
+RESULT_FORMAT = "mascds.result/1"
+
+
+@dataclass(frozen=True)
+class Citation:
+    reference: str
+    reported: str
+    doi: str | None = None
+    pmid: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        if self.doi:
+            return f"https://doi.org/{self.doi}"
+        if self.pmid:
+            return f"https://pubmed.ncbi.nlm.nih.gov/{self.pmid}/"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"doi": self.doi, "pmid": self.pmid, "url": self.url, "reference": self.reference,
+                "reported": self.reported}
+
+
+@dataclass(frozen=True)
+class Suppression:
+    rule_id: str
+    action: str
+    target: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule_id": self.rule_id, "action": self.action, "target": self.target}
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    target: str
+    target_name: str
+    text: str
+    reported_dose: str | None = None
+    suppressed_by: Suppression | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "target_name": self.target_name, "text": self.text,
+                "reported_dose": self.reported_dose,
+                "suppressed_by": self.suppressed_by.to_json() if self.suppressed_by else None}
+
+
+@dataclass(frozen=True)
+class Matched:
+    """One condition that held, with the facts that satisfied it (the patient's actual values)."""
+
+    condition: str
+    path: str
+    facts: tuple[dict[str, Any], ...] = ()
+    negated: bool = False
+    derived: dict[str, Any] | None = None
+    because: tuple[Matched, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"condition": self.condition, "path": self.path, "negated": self.negated,
+                               "facts": list(self.facts)}
+        if self.derived is not None:
+            out["derived"] = self.derived
+            out["because"] = [m.to_json() for m in self.because]
+        return out
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    rule_id: str
+    rule_version: str
+    title: str
+    indicator: str
+    status: str  # active | suppressed
+    priority: int
+    actions: tuple[Action, ...]
+    rationale: str
+    matched: tuple[Matched, ...]
+    citations: tuple[Citation, ...]
+    evidence_level: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id, "rule_version": self.rule_version, "title": self.title,
+            "indicator": self.indicator, "status": self.status, "priority": self.priority,
+            "actions": [a.to_json() for a in self.actions], "rationale": self.rationale,
+            "matched": [m.to_json() for m in self.matched],
+            "citations": [c.to_json() for c in self.citations], "evidence_level": self.evidence_level,
+        }
+
+
+@dataclass(frozen=True)
+class Assessment:
+    fact: str
+    status: str  # met | not_met | indeterminate
+    rule_id: str
+    rule_version: str
+    title: str
+    summary: str | None
+    value: float | None
+    missing: tuple[Missing, ...]
+    matched: tuple[Matched, ...]
+    citations: tuple[Citation, ...]
+    evidence_level: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fact": self.fact, "status": self.status, "value": self.value, "rule_id": self.rule_id,
+            "rule_version": self.rule_version, "title": self.title, "summary": self.summary,
+            "missing": [m.to_json() for m in self.missing], "matched": [m.to_json() for m in self.matched],
+            "citations": [c.to_json() for c in self.citations], "evidence_level": self.evidence_level,
+        }
+
+
+@dataclass(frozen=True)
+class Undecided:
+    rule_id: str
+    rule_version: str
+    title: str
+    produces: str  # recommendation | assessment
+    missing: tuple[Missing, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule_id": self.rule_id, "rule_version": self.rule_version, "title": self.title,
+                "produces": self.produces, "missing": [m.to_json() for m in self.missing]}
+
+
+@dataclass(frozen=True)
+class RuleError:
+    rule_id: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule_id": self.rule_id, "message": self.message}
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """The decision on one node of a rule's condition tree (kept for explanations)."""
+
+    node: Node
+    verdict: Verdict
+    facts: tuple[Fact, ...] = ()  # the facts that decided it
+    seen: tuple[Fact, ...] = ()  # every fact in the condition's window
+    missing: tuple[Missing, ...] = ()
+    children: tuple[NodeResult, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseInfo:
+    name: str
+    version: str
+    title: str
+    content_hash: str
+    rules_evaluated: int
+    include_drafts: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "title": self.title,
+                "content_hash": self.content_hash, "rules_evaluated": self.rules_evaluated,
+                "include_drafts": self.include_drafts}
+
+
+@dataclass(frozen=True)
+class Result:
+    as_of: str
+    as_of_epoch: int
+    case_id: str
+    case_title: str
+    case_source: str
+    timeline_start: int | None
+    knowledge_base: KnowledgeBaseInfo
+    backend: str
+    lang: str
+    recommendations: tuple[Recommendation, ...]
+    assessments: tuple[Assessment, ...]
+    indeterminate: tuple[Undecided, ...]
+    errors: tuple[RuleError, ...]
+    warnings: tuple[str, ...] = ()
+    complete: bool = True
+    traces: dict[str, NodeResult] = field(default_factory=dict, compare=False, repr=False)
+    derived_facts: dict[str, Fact] = field(default_factory=dict, compare=False, repr=False)
+
+    def fired(self) -> set[str]:
+        """Rule ids whose recommendation was given and not suppressed."""
+        return {r.rule_id for r in self.recommendations if r.status == "active"}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": RESULT_FORMAT,
+            "as_of": self.as_of,
+            "case": {"id": self.case_id, "title": self.case_title, "source": self.case_source},
+            "knowledge_base": self.knowledge_base.to_json(),
+            "backend": self.backend,
+            "lang": self.lang,
+            "complete": self.complete,
+            "recommendations": [r.to_json() for r in self.recommendations],
+            "assessments": [a.to_json() for a in self.assessments],
+            "indeterminate": [u.to_json() for u in self.indeterminate],
+            "errors": [e.to_json() for e in self.errors],
+            "warnings": list(self.warnings),
+        }
+
+    def to_json_text(self) -> str:
+        """Deterministic JSON: the same input always gives byte-identical text."""
+        return json.dumps(self.to_json(), ensure_ascii=False, indent=2, sort_keys=False, allow_nan=False)

@@ -1,0 +1,669 @@
+"""The rule language: pydantic models of a rule file (see docs/rule-language.md).
+
+Models are strict (no "684" silently read as 684) and closed (``extra="forbid"``); names of analytes,
+drugs, units and terms are checked against the vocabulary here, so every mistake is reported where it
+was written, with a did-you-mean. Cross-rule checks (aliases, derived facts, templates) live in
+``engine.check``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .errors import choices_hint
+from .times import DURATION_HINT, TimeFormatError, parse_duration
+from .units import UnitError, parse_dose
+from .vocab import vocabulary
+
+LANGUAGES = ("en", "zh-CN")
+EVIDENCE_LEVELS = (
+    "guideline",
+    "consensus",
+    "classification-criteria",
+    "validated-score",
+    "rct",
+    "cohort",
+    "case-series",
+    "case-report",
+    "regulatory-label",
+    "expert-opinion",
+)
+EvidenceLevel = Literal[
+    "guideline",
+    "consensus",
+    "classification-criteria",
+    "validated-score",
+    "rct",
+    "cohort",
+    "case-series",
+    "case-report",
+    "regulatory-label",
+    "expert-opinion",
+]
+ACTION_KINDS = ("start", "stop", "avoid", "consider", "monitor", "escalate_care", "record_allergy")
+CONDITION_KEYS = (
+    "all",
+    "any",
+    "not",
+    "at_least",
+    "diagnosis",
+    "observation",
+    "finding",
+    "medication",
+    "order",
+    "reaction",
+    "organ_support",
+    "derived",
+    "patient",
+)
+COMPARATORS = ("gt", "gte", "lt", "lte", "eq")
+
+_ID = r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$"
+_ALIAS = r"^[a-z][a-z0-9_]*$"
+_DOI = re.compile(r"^10\.\d{4,9}/\S+$")
+_PMID = re.compile(r"^[1-9]\d{0,8}$")
+
+
+def _err(code: str, message: str, hint: str = "") -> PydanticCustomError:
+    # The error type carries our diagnostic code; load.py maps it back to E-codes.
+    return PydanticCustomError(code, message, {"hint": hint})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, frozen=True)
+
+
+# --- small value types ------------------------------------------------------------------------------
+
+def _duration(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _err("E108", f"expected a duration like '72h', got {value!r}", DURATION_HINT)
+    try:
+        parse_duration(value)
+    except TimeFormatError as exc:
+        raise _err("E108", str(exc), DURATION_HINT) from exc
+    return value
+
+
+Duration = Annotated[str, Field(description="A duration: a number and a unit (min, h, d, w), e.g. 72h.",
+                                examples=["24h", "3d"])]
+AliasName = Annotated[str, Field(pattern=_ALIAS, description="A name for the matched fact, used by later "
+                                 "conditions and in rationale templates.", examples=["third_pulse"])]
+Number = Annotated[float | int, Field(description="A number in the analyte's canonical unit.")]
+
+
+class LocalText(Strict):
+    """Text with translations; ``en`` is required."""
+
+    en: str = Field(min_length=1, description="English text.")
+    zh_CN: str | None = Field(default=None, alias="zh-CN", description="Simplified Chinese text.")
+
+
+Text = Annotated[str | LocalText, Field(description="Text, or a mapping of language to text "
+                                        "(en required; zh-CN optional).")]
+
+
+def text_in(text: str | LocalText, lang: str = "en") -> str:
+    """The text in ``lang`` (English when there is no translation), without YAML's trailing newline."""
+    if isinstance(text, str):
+        return text.strip()
+    if lang == "zh-CN" and text.zh_CN:
+        return text.zh_CN.strip()
+    return text.en.strip()
+
+
+class Ref(Strict):
+    """Compare with the value of another matched fact (named by its alias)."""
+
+    ref: AliasName = Field(description="Alias of an earlier condition whose matched value is compared with.")
+
+
+Operand = Annotated[Number | Ref, Field(description="A number, or {ref: alias} for another fact's value.")]
+
+
+class Count(Strict):
+    """How many matching facts are needed."""
+
+    gt: int | None = Field(default=None, ge=0)
+    gte: int | None = Field(default=None, ge=0)
+    lt: int | None = Field(default=None, ge=0)
+    lte: int | None = Field(default=None, ge=0)
+    eq: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> Count:
+        if sum(v is not None for v in (self.gt, self.gte, self.lt, self.lte, self.eq)) != 1:
+            raise _err("E113", "a count needs exactly one of gt, gte, lt, lte, eq", "e.g. {gte: 3}")
+        return self
+
+    def op(self) -> tuple[str, int]:
+        for name in COMPARATORS:
+            value = getattr(self, name)
+            if value is not None:
+                return name, int(value)
+        raise AssertionError("validated to have one comparator")
+
+
+class Anchor(Strict):
+    """A window relative to another matched fact."""
+
+    fact: AliasName = Field(description="Alias of an earlier condition.")
+    edge: Literal["start", "end", "time"] | None = Field(
+        default=None, description="Which edge of the other fact: start or end of an interval (course, organ "
+        "support); 'time' for a point in time. Default: end for 'after', start for 'before'.")
+    within: Duration | None = Field(default=None, description="Only this long after/before the edge.")
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _within(cls, v: Any) -> Any:
+        return v if v is None else _duration(v)
+
+
+class WindowFields(Strict):
+    within: Duration | None = Field(default=None, description="Only facts from this long before the "
+                                    "evaluation time.", examples=["72h"])
+    after: Anchor | None = Field(default=None, description="Only facts at or after another fact.")
+    before: Anchor | None = Field(default=None, description="Only facts at or before another fact.")
+    during: AliasName | None = Field(default=None, description="Only facts overlapping another fact's interval.")
+    which: Literal["latest", "earliest", "any", "all"] | None = Field(
+        default=None, description="Which of the facts in the window decides: the latest (default for "
+        "observations and findings), the earliest, any (default for medications and events), or all.")
+    count: Count | None = Field(default=None, description="How many facts in the window must match.")
+    as_: AliasName | None = Field(default=None, alias="as", description="Name the matched fact.")
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _within(cls, v: Any) -> Any:
+        return v if v is None else _duration(v)
+
+    @model_validator(mode="after")
+    def _selectors(self) -> WindowFields:
+        if self.which is not None and self.count is not None:
+            raise _err("E113", "use either 'which' or 'count', not both",
+                       "'count' already says how many facts must match")
+        return self
+
+
+class ValueFields(Strict):
+    gt: Operand | None = Field(default=None, description="Value greater than.")
+    gte: Operand | None = Field(default=None, description="Value greater than or equal to.")
+    lt: Operand | None = Field(default=None, description="Value less than.")
+    lte: Operand | None = Field(default=None, description="Value less than or equal to.")
+    eq: Operand | None = Field(default=None, description="Value equal to.")
+
+    def comparisons(self) -> list[tuple[str, float | int | Ref]]:
+        return [(name, getattr(self, name)) for name in COMPARATORS if getattr(self, name) is not None]
+
+
+# --- leaf conditions --------------------------------------------------------------------------------
+
+def _vocab_check(value: str, table: dict[str, Any], code: str, what: str) -> str:
+    if value not in table:
+        raise _err(code, f"unknown {what} '{value}'", choices_hint(value, table))
+    return value
+
+
+class ObservationSpec(WindowFields, ValueFields):
+    """A lab or vital-sign measurement, compared in the analyte's canonical unit."""
+
+    analyte: str = Field(description="Analyte id from the vocabulary (e.g. ferritin, platelets, temperature).",
+                         examples=["ferritin"])
+    unit: str | None = Field(default=None, description="The unit of the numbers in the comparison; must be "
+                             "the analyte's canonical unit (required when comparing).", examples=["ng/mL"])
+    trend: Literal["rising", "falling"] | None = Field(
+        default=None, description="The latest measurement is higher (rising) or lower (falling) than the one "
+        "before it, both in the window.")
+
+    @field_validator("analyte")
+    @classmethod
+    def _analyte(cls, v: str) -> str:
+        return _vocab_check(v, vocabulary().analytes, "E104", "analyte")
+
+    @model_validator(mode="after")
+    def _unit(self) -> ObservationSpec:
+        vocab = vocabulary()
+        analyte = vocab.analytes[self.analyte]
+        numeric = [op for op, value in self.comparisons() if not isinstance(value, Ref)]
+        if numeric and self.unit is None:
+            raise _err("E101", f"comparing {analyte.name} needs 'unit'",
+                       f"add unit: {vocab.display_unit(analyte.canonical)}")
+        if self.unit is not None:
+            code = vocab.unit_code(self.unit)
+            if code is None or code not in analyte.units:
+                raise _err("E105", f"unit '{self.unit}' is not a unit of {analyte.name}",
+                           f"the canonical unit is {vocab.display_unit(analyte.canonical)}")
+            if code != analyte.canonical:
+                raise _err("E115", f"rules compare {analyte.name} in {vocab.display_unit(analyte.canonical)}, "
+                           f"not {self.unit}",
+                           f"convert the threshold to {vocab.display_unit(analyte.canonical)}")
+        if self.trend is not None and (self.comparisons() or self.which or self.count):
+            raise _err("E113", "'trend' compares measurements with each other; it cannot be combined with "
+                       "comparisons, 'which' or 'count'", "use a separate condition for a threshold")
+        return self
+
+
+class FindingSpec(WindowFields):
+    """An examination or investigation finding recorded as present or absent."""
+
+    code: str = Field(description="Finding id from the vocabulary (e.g. splenomegaly).")
+    present: bool = Field(default=True, description="Match a finding recorded as present (default) or absent.")
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str) -> str:
+        return _vocab_check(v, vocabulary().findings, "E111", "finding")
+
+
+class DoseTest(ValueFields):
+    unit: str = Field(description="Dose unit: mg, g, mg/kg, mg/day, mg/kg/day, µg/kg/min …")
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str) -> str:
+        try:
+            parse_dose(1, v)
+        except UnitError as exc:
+            raise _err("E105", str(exc), exc.hint) from exc
+        return v
+
+    @model_validator(mode="after")
+    def _numeric(self) -> DoseTest:
+        if not self.comparisons():
+            raise _err("E101", "a dose test needs a comparison", "e.g. {gte: 30, unit: mg/kg}")
+        if any(isinstance(v, Ref) for _, v in self.comparisons()):
+            raise _err("E107", "a dose is compared with a number, not another fact", "write a number")
+        return self
+
+
+class DrugFields(Strict):
+    drug: str | None = Field(default=None, description="Drug id or any synonym in the vocabulary.")
+    class_: str | None = Field(default=None, alias="class", description="Drug class (e.g. vasoactive).")
+
+    @field_validator("drug")
+    @classmethod
+    def _drug(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        vocab = vocabulary()
+        found = vocab.drug_id(v)
+        if found is None:
+            raise _err("E106", f"unknown drug '{v}'", choices_hint(v, vocab.drug_choices()))
+        return found
+
+    @field_validator("class_")
+    @classmethod
+    def _class(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        return _vocab_check(v, vocabulary().drug_classes, "E106", "drug class")
+
+    @model_validator(mode="after")
+    def _drug_or_class(self) -> DrugFields:
+        if (self.drug is None) == (self.class_ is None):
+            raise _err("E113", "name exactly one of 'drug' or 'class'", "e.g. drug: tocilizumab")
+        return self
+
+
+class MedicationSpec(WindowFields, DrugFields):
+    """Exposure to a drug: administrations (default) or courses."""
+
+    route: str | None = Field(default=None, description="Route (iv, oral, sc, im).")
+    regimen: str | None = Field(default=None, description="Course label, e.g. pulse.")
+    dose: DoseTest | None = Field(default=None, description="Dose per administration, per day or per kg, "
+                                  "by the unit given.")
+    active: bool | None = Field(default=None, description="A course that is running at the evaluation time.")
+    courses: Count | None = Field(default=None, description="Number of matching courses.")
+    doses: Count | None = Field(default=None, description="Number of matching administrations.")
+    drugs: Count | None = Field(default=None, description="Number of distinct matching drugs (with class).")
+    nth_course: int | None = Field(default=None, ge=1, description="The n-th matching course by start time.")
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        found = vocabulary().route_id(v)
+        if found is None:
+            raise _err("E111", f"unknown route '{v}'", choices_hint(v, vocabulary().routes))
+        return found
+
+    @field_validator("regimen")
+    @classmethod
+    def _regimen(cls, v: str | None) -> str | None:
+        return v if v is None else _vocab_check(v, vocabulary().regimens, "E111", "regimen")
+
+    @model_validator(mode="after")
+    def _counts(self) -> MedicationSpec:
+        chosen = [n for n in ("courses", "doses", "drugs", "nth_course", "count", "which")
+                  if getattr(self, n) is not None]
+        if len(chosen) > 1:
+            raise _err("E113", f"use only one of {', '.join(chosen)}", "each says how matches are counted")
+        if self.active is False:
+            raise _err("E103", "'active: false' is not supported", "wrap the condition in 'not:'")
+        return self
+
+    def level(self) -> Literal["course", "admin"]:
+        """Courses when the condition is about courses; otherwise administrations (exposures)."""
+        if self.doses is not None:
+            return "admin"
+        if self.active or self.courses is not None or self.nth_course is not None or self.regimen is not None:
+            return "course"
+        return "admin"
+
+
+class OrderSpec(WindowFields, DrugFields):
+    """A medication order (e.g. a draft order being signed)."""
+
+    status: list[Literal["draft", "active"]] = Field(default_factory=lambda: ["draft", "active"],
+                                                     description="Order statuses that count.")
+
+
+class Severity(Strict):
+    gte: str | None = None
+    eq: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Severity:
+        if (self.gte is None) == (self.eq is None):
+            raise _err("E113", "severity needs exactly one of gte or eq", "e.g. {gte: severe}")
+        value = self.gte or self.eq
+        assert value is not None
+        if value not in vocabulary().severities:
+            raise _err("E111", f"unknown severity '{value}'", choices_hint(value, vocabulary().severities))
+        return self
+
+
+class ReactionSpec(WindowFields, DrugFields):
+    """An adverse reaction attributed to a drug."""
+
+    manifestation: list[str] | None = Field(default=None, description="Any of these manifestations.")
+    severity: Severity | None = Field(default=None, description="Severity, e.g. {gte: severe}.")
+
+    @field_validator("manifestation")
+    @classmethod
+    def _manifestation(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise _err("E103", "list at least one manifestation", "e.g. [anaphylaxis]")
+        for m in v:
+            _vocab_check(m, vocabulary().manifestations, "E111", "manifestation")
+        return v
+
+
+class OrganSupportSpec(WindowFields):
+    kind: str = Field(description="mechanical-ventilation, non-invasive-ventilation, high-flow-oxygen, ecmo, "
+                      "renal-replacement-therapy")
+    active: bool | None = Field(default=None, description="Running at the evaluation time.")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        return _vocab_check(v, vocabulary().organ_support, "E111", "organ support")
+
+
+class DiagnosisSpec(WindowFields):
+    code: str = Field(description="Diagnosis id (sjia, mas, hlh, …) or a synonym.")
+    active: bool | None = Field(default=None, description="Not resolved at the evaluation time.")
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str) -> str:
+        found = vocabulary().diagnosis_id(v)
+        if found is None:
+            raise _err("E111", f"unknown diagnosis '{v}'", choices_hint(v, vocabulary().diagnoses))
+        return found
+
+
+class DerivedSpec(ValueFields):
+    fact: str = Field(pattern=_ID, description="Name of a fact derived by another rule.")
+    is_: Literal["met", "not_met"] = Field(default="met", alias="is", description="met (default) or not_met.")
+    as_: AliasName | None = Field(default=None, alias="as")
+
+
+class PatientSpec(Strict):
+    age_years: Count | None = Field(default=None, description="Age at the evaluation time, in whole years.")
+    sex: Literal["female", "male"] | None = None
+    as_: AliasName | None = Field(default=None, alias="as")
+
+    @model_validator(mode="after")
+    def _some(self) -> PatientSpec:
+        if self.age_years is None and self.sex is None:
+            raise _err("E101", "a patient condition needs age_years or sex", "e.g. {age_years: {lt: 18}}")
+        return self
+
+
+# --- condition tree -----------------------------------------------------------------------------------
+
+class AllCond(Strict):
+    all: list[Condition] = Field(min_length=1, description="Every condition holds.")
+
+
+class AnyCond(Strict):
+    any: list[Condition] = Field(min_length=1, description="At least one condition holds.")
+
+
+class NotCond(Strict):
+    not_: Condition = Field(alias="not", description="The condition does not hold.")
+
+
+class AtLeastSpec(Strict):
+    count: int = Field(ge=1, description="How many must hold.")
+    of: list[Condition] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> AtLeastSpec:
+        if self.count > len(self.of):
+            raise _err("E103", f"at_least {self.count} of {len(self.of)} conditions can never hold",
+                       "lower the count or add conditions")
+        return self
+
+
+class AtLeastCond(Strict):
+    at_least: AtLeastSpec = Field(description="At least `count` of the conditions hold.")
+
+
+class ObservationCond(Strict):
+    observation: ObservationSpec
+
+
+class FindingCond(Strict):
+    finding: FindingSpec
+
+
+class MedicationCond(Strict):
+    medication: MedicationSpec
+
+
+class OrderCond(Strict):
+    order: OrderSpec
+
+
+class ReactionCond(Strict):
+    reaction: ReactionSpec
+
+
+class OrganSupportCond(Strict):
+    organ_support: OrganSupportSpec
+
+
+class DiagnosisCond(Strict):
+    diagnosis: DiagnosisSpec
+
+
+class DerivedCond(Strict):
+    derived: DerivedSpec
+
+
+class PatientCond(Strict):
+    patient: PatientSpec
+
+
+def condition_key(value: Any) -> str | None:
+    """The kind of a condition mapping (its single known key), or None when it has none or several."""
+    if isinstance(value, dict):
+        keys = [k for k in value if k in CONDITION_KEYS]
+        if len(keys) == 1 and len(value) == 1:
+            return keys[0]
+        return None
+    if isinstance(value, BaseModel):
+        for key in CONDITION_KEYS:
+            if key in type(value).model_fields or f"{key}_" in type(value).model_fields:
+                return key
+    return None
+
+
+Condition = Annotated[
+    Union[
+        Annotated[AllCond, Tag("all")],
+        Annotated[AnyCond, Tag("any")],
+        Annotated[NotCond, Tag("not")],
+        Annotated[AtLeastCond, Tag("at_least")],
+        Annotated[ObservationCond, Tag("observation")],
+        Annotated[FindingCond, Tag("finding")],
+        Annotated[MedicationCond, Tag("medication")],
+        Annotated[OrderCond, Tag("order")],
+        Annotated[ReactionCond, Tag("reaction")],
+        Annotated[OrganSupportCond, Tag("organ_support")],
+        Annotated[DiagnosisCond, Tag("diagnosis")],
+        Annotated[DerivedCond, Tag("derived")],
+        Annotated[PatientCond, Tag("patient")],
+    ],
+    Discriminator(condition_key, custom_error_type="E112",
+                  custom_error_message="a condition must have exactly one kind"),
+]
+
+for _m in (AllCond, AnyCond, NotCond, AtLeastSpec):
+    _m.model_rebuild()
+
+
+# --- outcome ------------------------------------------------------------------------------------------
+
+class Source(Strict):
+    """A publication the rule relies on."""
+
+    doi: str | None = Field(default=None, description="DOI without the https://doi.org/ prefix.",
+                            examples=["10.12372/jcp.2025.24e0236"])
+    pmid: str | None = Field(default=None, description="PubMed id.", examples=["26865703"])
+    reference: str = Field(min_length=10, description="Formatted reference: authors, title, journal, year.")
+    reported: str = Field(min_length=10, description="What the source reported that this rule relies on.")
+
+    @field_validator("doi")
+    @classmethod
+    def _doi(cls, v: str | None) -> str | None:
+        if v is not None and not _DOI.match(v):
+            raise _err("E110", f"'{v}' is not a DOI", "write it like 10.1002/art.39332, without https://doi.org/")
+        return v
+
+    @field_validator("pmid")
+    @classmethod
+    def _pmid(cls, v: str | None) -> str | None:
+        if v is not None and not _PMID.match(v):
+            raise _err("E110", f"'{v}' is not a PubMed id", "a PMID is digits only, e.g. 26865703")
+        return v
+
+    @model_validator(mode="after")
+    def _identified(self) -> Source:
+        if self.doi is None and self.pmid is None:
+            raise _err("E110", "a source needs a DOI or a PMID", "add doi: or pmid:")
+        return self
+
+
+class Action(Strict):
+    kind: Literal["start", "stop", "avoid", "consider", "monitor", "escalate_care", "record_allergy"] = Field(
+        description="What to do with the target.")
+    target: str = Field(description="A drug, drug class or procedure from the vocabulary.")
+    text: Text = Field(description="The action in words, for the clinician.")
+    reported_dose: Text | None = Field(
+        default=None, description="Dose wording exactly as the source reported it (never a computed dose); "
+        "or a statement that the source gives none.")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        vocab = vocabulary()
+        drug = vocab.drug_id(v)
+        if drug is not None:
+            return drug
+        if not vocab.is_target(v):
+            raise _err("E209", f"unknown action target '{v}'", choices_hint(v, vocab.target_choices()))
+        return v
+
+
+class Recommend(Strict):
+    indicator: Literal["info", "warning", "critical"] = Field(description="Urgency, as in CDS Hooks cards.")
+    rationale: Text = Field(description="Why, in words; may quote matched values as {alias.field}.")
+    actions: list[Action] = Field(min_length=1)
+    priority: int = Field(default=0, ge=-100, le=100, description="Higher wins when two recommendations "
+                          "conflict on the same target; see the knowledge base's conflict policy.")
+
+
+class Derive(Strict):
+    fact: str = Field(pattern=_ID, description="Name of the derived fact (an assessment other rules can use).")
+    summary: Text | None = Field(default=None, description="What the fact means when met, for display.")
+
+
+class Rule(Strict):
+    """One cited rule."""
+
+    id: str = Field(pattern=_ID, max_length=100, description="Stable rule id, lowercase with dots/dashes.",
+                    examples=["wu2025.refractory-sjia-mas"])
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="Semantic version of this rule.",
+                         examples=["1.0.0"])
+    title: Text = Field(description="Short title (at most 120 characters), shown as a card summary.")
+    status: Literal["draft", "active", "retired"] = Field(description="Only active rules are evaluated "
+                                                          "(drafts on request).")
+    description: Text = Field(description="What the rule encodes and its limits.")
+    evidence_level: EvidenceLevel = Field(description="Strength of the evidence behind the rule.")
+    sources: list[Source] = Field(description="At least one cited publication.")
+    when: Condition = Field(description="The condition tree.")
+    derive: Derive | None = Field(default=None, description="Produce a derived fact (assessment).")
+    recommend: Recommend | None = Field(default=None, description="Produce a recommendation.")
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str | LocalText) -> str | LocalText:
+        for text in ([v] if isinstance(v, str) else [v.en, v.zh_CN or ""]):
+            if len(text) > 120:
+                raise _err("E103", f"title is {len(text)} characters; at most 120",
+                           "shorten it; details belong in the rationale")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[Source]) -> list[Source]:
+        if not v:
+            raise _err("E109", "a rule must cite at least one source", "add a source with a DOI or PMID")
+        return v
+
+    @model_validator(mode="after")
+    def _outcome(self) -> Rule:
+        if (self.derive is None) == (self.recommend is None):
+            raise _err("E113", "a rule has exactly one of 'derive' or 'recommend'",
+                       "split it: one rule derives an assessment, another recommends from it")
+        return self
+
+
+class KnowledgeBaseManifest(Strict):
+    """``rules/knowledge-base.yaml``: the knowledge base's name, version and conflict policy."""
+
+    name: str = Field(pattern=_ID)
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    title: str
+    description: str = ""
+    conflict_resolution: Literal["restrictive-wins", "priority-only"] = Field(
+        description="When two fired recommendations act in opposite directions on the same target: "
+        "the higher priority wins; at equal priority 'restrictive-wins' lets stop/avoid beat "
+        "start/consider, 'priority-only' reports an unresolved conflict as an error.")

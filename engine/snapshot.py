@@ -1,0 +1,152 @@
+"""The typed patient record the engine evaluates: every value in canonical units, every time in UTC epoch
+seconds, every entry remembering where it was written (``ref``) and whether it is illustrative."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .units import Dose
+
+
+@dataclass(frozen=True)
+class Entry:
+    ref: str  # "cases/x.yaml:40:7", or a FHIR resource id
+    illustrative: bool
+
+
+@dataclass(frozen=True)
+class Observation(Entry):
+    analyte: str
+    value: float  # canonical unit
+    time: int
+    written: str  # value and unit as written
+
+
+@dataclass(frozen=True)
+class Finding(Entry):
+    code: str
+    present: bool
+    time: int
+
+
+@dataclass(frozen=True)
+class Course(Entry):
+    drug: str
+    route: str | None
+    regimen: str | None
+    dose: Dose | None
+    frequency: str
+    interval_hours: float | None  # None for once/continuous
+    start: int
+    end: int | None  # None while ongoing
+
+
+@dataclass(frozen=True)
+class Order(Entry):
+    drug: str
+    status: str
+    time: int
+    dose: Dose | None = None
+
+
+@dataclass(frozen=True)
+class Reaction(Entry):
+    drug: str
+    manifestations: tuple[str, ...]
+    severity: str
+    time: int
+
+
+@dataclass(frozen=True)
+class OrganSupport(Entry):
+    kind: str
+    start: int
+    end: int | None
+
+
+@dataclass(frozen=True)
+class Diagnosis(Entry):
+    code: str
+    onset: int | None
+    resolved: int | None
+
+
+@dataclass(frozen=True)
+class Patient(Entry):
+    sex: str | None
+    birth: int | None  # epoch, when the birth date is known
+    age_at_start: float | None  # years at timeline start, when only the age is known
+    weight_kg: float | None  # baseline weight at timeline start
+
+
+@dataclass(frozen=True)
+class Expectation:
+    at: int
+    note: str
+    fires: tuple[str, ...]
+    not_fires: tuple[str, ...]
+    indeterminate: tuple[str, ...]
+    suppressed: tuple[str, ...]
+    assessments: tuple[tuple[str, str], ...]
+    ref: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One patient's record, ready for evaluation at any time point."""
+
+    id: str
+    title: str
+    patient: Patient
+    start: int | None  # timeline day 0
+    diagnoses: tuple[Diagnosis, ...] = ()
+    observations: tuple[Observation, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    courses: tuple[Course, ...] = ()
+    orders: tuple[Order, ...] = ()
+    reactions: tuple[Reaction, ...] = ()
+    supports: tuple[OrganSupport, ...] = ()
+    unknown_sections: frozenset[str] = frozenset()
+    expectations: tuple[Expectation, ...] = ()
+    source: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+    def event_times(self) -> list[int]:
+        """Every time something happens in the record, sorted."""
+        times: set[int] = set()
+        times.update(o.time for o in self.observations)
+        times.update(f.time for f in self.findings)
+        for c in self.courses:
+            times.add(c.start)
+            if c.end is not None:
+                times.add(c.end)
+        times.update(o.time for o in self.orders)
+        times.update(r.time for r in self.reactions)
+        for s in self.supports:
+            times.add(s.start)
+            if s.end is not None:
+                times.add(s.end)
+        times.update(d.onset for d in self.diagnoses if d.onset is not None)
+        times.update(d.resolved for d in self.diagnoses if d.resolved is not None)
+        return sorted(times)
+
+    def last_event(self) -> int | None:
+        times = self.event_times()
+        return times[-1] if times else None
+
+    def age_at(self, t: int) -> float | None:
+        if self.patient.birth is not None:
+            return (t - self.patient.birth) / (365.2425 * 86400)
+        if self.patient.age_at_start is not None and self.start is not None:
+            return self.patient.age_at_start + (t - self.start) / (365.2425 * 86400)
+        return None
+
+    def weight_at(self, t: int) -> float | None:
+        """Latest body weight measured at or before ``t``, else the baseline weight."""
+        best: Observation | None = None
+        for o in self.observations:
+            if o.analyte == "body-weight" and o.time <= t and (best is None or o.time >= best.time):
+                best = o
+        if best is not None:
+            return best.value
+        return self.patient.weight_kg

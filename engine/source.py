@@ -1,0 +1,154 @@
+"""Read YAML into plain Python data while remembering where every value came from.
+
+PyYAML's composer gives nodes with marks; this module builds dicts, lists and scalars from them and a
+:class:`Positions` map from document paths to ``(line, col)``. It also rejects what PyYAML would
+silently accept: duplicate keys (the later one would win) and non-string keys. Timestamps stay strings,
+so the time parser (which knows about "day 3 08:00") sees exactly what the author wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Diagnostic
+
+try:  # the C composer is several times faster; fall back where libyaml is missing
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on the platform build
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass
+class Positions:
+    """Where each path of a document starts: the key (for mappings) and the value."""
+
+    file: str
+    values: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+
+    def of_value(self, path: PathKey) -> tuple[int, int]:
+        """Position of the value at ``path``, or of its nearest existing ancestor."""
+        p = tuple(path)
+        while p:
+            if p in self.values:
+                return self.values[p]
+            p = p[:-1]
+        return self.values.get((), (1, 1))
+
+    def of_key(self, path: PathKey) -> tuple[int, int]:
+        """Position of the key that introduces ``path`` (falls back to the value)."""
+        p = tuple(path)
+        if p in self.keys:
+            return self.keys[p]
+        return self.of_value(p)
+
+
+def format_path(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+@dataclass
+class Document:
+    data: Any
+    positions: Positions
+    text: str
+
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    tag = node.tag
+    if tag == "tag:yaml.org,2002:timestamp":
+        return node.value  # keep as written; times are parsed by engine.times
+    if tag in (
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float",
+        "tag:yaml.org,2002:bool",
+        "tag:yaml.org,2002:null",
+    ):
+        return _constructor.construct_object(node, deep=True)
+    return node.value
+
+
+def _build(node: yaml.Node, path: PathKey, pos: Positions, diags: list[Diagnostic]) -> Any:
+    pos.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            kl, kc = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                diags.append(Diagnostic(pos.file, kl, kc, "E102", "a mapping key must be a plain word",
+                                        "write the key as text, e.g. `analyte:`", format_path(path)))
+                continue
+            key = str(key_node.value)
+            if key == "<<":
+                diags.append(Diagnostic(pos.file, kl, kc, "E102", "YAML merge keys (<<) are not supported",
+                                        "write the keys out in full so each rule reads on its own",
+                                        format_path(path)))
+                continue
+            child = (*path, key)
+            if key in out:
+                first = pos.keys[child]
+                diags.append(Diagnostic(pos.file, kl, kc, "E002",
+                                        f"duplicate key '{key}' (first at line {first[0]})",
+                                        "remove one of them; YAML would silently keep only the last",
+                                        format_path(child)))
+                continue
+            pos.keys[child] = (kl, kc)
+            out[key] = _build(value_node, child, pos, diags)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), pos, diags) for i, item in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
+    return _scalar(node)
+
+
+def parse_yaml(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]:
+    """Parse one YAML document. Returns the document (None when unreadable) and all diagnostics."""
+    diags: list[Diagnostic] = []
+    pos = Positions(file)
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or "could not parse"
+        context = f" {exc.context}" if exc.context else ""
+        diags.append(Diagnostic(file, line, col, "E001", f"YAML syntax error: {problem}{context}",
+                                "check indentation and that lists use '- ' and mappings 'key: value'"))
+        return None, diags
+    except yaml.YAMLError as exc:
+        diags.append(Diagnostic(file, 1, 1, "E001", f"YAML syntax error: {exc}",
+                                "check the file is valid YAML"))
+        return None, diags
+    if node is None:
+        diags.append(Diagnostic(file, 1, 1, "E003", "the file is empty", "write a YAML mapping"))
+        return None, diags
+    data = _build(node, (), pos, diags)
+    return Document(data, pos, text), diags
+
+
+def read_yaml(path: Path, display: str | None = None) -> tuple[Document | None, list[Diagnostic]]:
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Diagnostic(name, 1, 1, "E004", f"cannot read file: {exc}", "check the path and encoding")]
+    return parse_yaml(text, name)

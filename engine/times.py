@@ -1,0 +1,94 @@
+"""Times and durations as authors write them, and as the engine uses them (UTC epoch seconds).
+
+Accepted times: ISO 8601 date-times (``2024-03-01T08:00``, with or without an offset; no offset means
+the case's timezone offset, default UTC), dates (``2024-03-01`` = midnight), and times relative to a
+case's ``timeline.start``: ``day 3``, ``day 3 08:30``, ``day -2 23:00`` (day 0 is the start date).
+Durations: a number and a unit, ``30min``, ``24h``, ``3d``, ``2w``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(min|h|d|w)\s*$")
+_UNIT_SECONDS = {"min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_UNIT_WORDS = {"min": "min", "h": "h", "d": "day", "w": "week"}
+_RELATIVE = re.compile(r"^\s*day\s+(-?\d+)(?:\s+(\d{1,2}):(\d{2}))?\s*$", re.IGNORECASE)
+
+DURATION_HINT = "write a number and a unit, e.g. 30min, 24h, 3d or 2w"
+TIME_HINT = "write an ISO date-time like 2024-03-01T08:00, a date, or 'day 3 08:00' relative to timeline.start"
+
+
+class TimeFormatError(ValueError):
+    """A time or duration string could not be understood."""
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration like ``72h``. Raises :class:`TimeFormatError`."""
+    if not isinstance(text, str):
+        raise TimeFormatError(f"expected a duration such as '72h', got {text!r}")
+    m = _DURATION.match(text)
+    if not m:
+        raise TimeFormatError(f"'{text}' is not a duration")
+    seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds <= 0:
+        raise TimeFormatError(f"'{text}' must be longer than zero")
+    return int(round(seconds))
+
+
+def describe_duration(seconds: float) -> str:
+    """Readable duration: ``72 h``, ``3 days``, ``30 min``."""
+    s = abs(int(seconds))
+    if s < 4 * 86400 and s % 3600 == 0:
+        return f"{s // 3600} h"
+    for unit in ("w", "d", "h", "min"):
+        size = _UNIT_SECONDS[unit]
+        if s >= size and s % size == 0:
+            n = s // size
+            word = _UNIT_WORDS[unit]
+            if word in ("day", "week") and n != 1:
+                word += "s"
+            return f"{n} {word}"
+    return f"{s} s"
+
+
+def parse_time(text: object, start: int | None = None, tz_offset_minutes: int = 0) -> int:
+    """Epoch seconds (UTC) for an author's time. ``start`` is the epoch of day 0 for relative times."""
+    if isinstance(text, datetime):
+        dt = text if text.tzinfo else text.replace(tzinfo=timezone(timedelta(minutes=tz_offset_minutes)))
+        return int(dt.timestamp())
+    if not isinstance(text, str):
+        raise TimeFormatError(f"expected a time, got {text!r}")
+    m = _RELATIVE.match(text)
+    if m:
+        if start is None:
+            raise TimeFormatError(f"'{text}' is relative, but the case has no timeline.start")
+        day = int(m.group(1))
+        hour = int(m.group(2) or 0)
+        minute = int(m.group(3) or 0)
+        if hour > 23 or minute > 59:
+            raise TimeFormatError(f"'{text}' has an impossible clock time")
+        return start + day * 86400 + hour * 3600 + minute * 60
+    raw = text.strip()
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
+    except ValueError as exc:
+        raise TimeFormatError(f"'{text}' is not a time") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone(timedelta(minutes=tz_offset_minutes)))
+    return int(dt.timestamp())
+
+
+def iso(epoch: float) -> str:
+    """ISO 8601 UTC with a Z, to the second: the stable form used in JSON."""
+    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def relative_label(epoch: float, start: int | None) -> str:
+    """'day 3 08:00' relative to ``start`` (which is midnight of day 0), or the ISO time."""
+    if start is None:
+        return iso(epoch)
+    delta = int(epoch) - start
+    day, rest = divmod(delta, 86400)
+    return f"day {day} {rest // 3600:02d}:{(rest % 3600) // 60:02d}"

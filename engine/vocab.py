@@ -1,0 +1,213 @@
+"""The closed registries (analytes, units, drugs, terms), loaded once from the reviewed tables in
+``engine/vocab/``. Everything a rule or case names is resolved here; an unknown name is an error with a
+did-you-mean, never a silent pass-through.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from fractions import Fraction
+from importlib import resources
+from typing import Any
+
+import yaml
+
+try:
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class UnitConversion:
+    factor: Fraction
+    offset: Fraction = Fraction(0)
+
+
+@dataclass(frozen=True)
+class Analyte:
+    id: str
+    name: str
+    kind: str  # lab | vital | measure
+    canonical: str
+    units: dict[str, UnitConversion]
+    loinc: tuple[str, ...]
+    plausible: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Drug:
+    id: str
+    name: str
+    classes: tuple[str, ...]
+    synonyms: tuple[str, ...]
+    atc: tuple[str, ...]
+    rxnorm: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DoseUnit:
+    code: str
+    dimension: str
+    factor: Fraction
+
+
+@dataclass(frozen=True)
+class Term:
+    id: str
+    name: str
+    synonyms: tuple[str, ...] = ()
+    interval_hours: float | None = None
+
+
+def _read(name: str) -> Any:
+    text = resources.files("engine").joinpath("vocab", name).read_text(encoding="utf-8")
+    return yaml.load(text, Loader=_Loader)
+
+
+def _conv(spec: Any) -> UnitConversion:
+    if isinstance(spec, dict):
+        return UnitConversion(Fraction(str(spec["factor"])), Fraction(str(spec.get("offset", "0"))))
+    return UnitConversion(Fraction(str(spec)))
+
+
+def _terms(section: dict[str, Any]) -> dict[str, Term]:
+    out: dict[str, Term] = {}
+    for key, spec in section.items():
+        spec = spec or {}
+        out[key] = Term(key, spec.get("name", key), tuple(spec.get("synonyms", ()) or ()),
+                        spec.get("interval_hours"))
+    return out
+
+
+class Vocabulary:
+    """Read-only view of all registries."""
+
+    def __init__(self) -> None:
+        raw_analytes = _read("analytes.yaml")
+        self.analytes: dict[str, Analyte] = {
+            key: Analyte(
+                id=key,
+                name=spec["name"],
+                kind=spec["kind"],
+                canonical=spec["canonical"],
+                units={u: _conv(c) for u, c in spec["units"].items()},
+                loinc=tuple(str(c) for c in spec.get("loinc", ())),
+                plausible=(float(spec["plausible"][0]), float(spec["plausible"][1])),
+            )
+            for key, spec in raw_analytes.items()
+        }
+        units = _read("units.yaml")
+        self.unit_aliases: dict[str, str] = {str(k).lower(): str(v) for k, v in units["aliases"].items()}
+        self.unit_display: dict[str, str] = {str(k): str(v) for k, v in units["display"].items()}
+        self.dose_units: dict[str, DoseUnit] = {
+            code: DoseUnit(code, spec["dimension"], Fraction(str(spec["factor"])))
+            for code, spec in units["dose_units"].items()
+        }
+        self.dose_aliases: dict[str, str] = {str(k).lower(): str(v) for k, v in units["dose_aliases"].items()}
+        self.dose_display: dict[str, str] = dict(units["dose_display"])
+        drugs = _read("drugs.yaml")
+        self.drugs: dict[str, Drug] = {
+            key: Drug(key, spec["name"], tuple(spec.get("classes", ())), tuple(spec.get("synonyms", ())),
+                      tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())))
+            for key, spec in drugs["drugs"].items()
+        }
+        self.drug_classes: dict[str, str] = {key: spec["name"] for key, spec in drugs["classes"].items()}
+        terms = _read("terms.yaml")
+        self.diagnoses = _terms(terms["diagnoses"])
+        self.manifestations = _terms(terms["manifestations"])
+        self.severities: tuple[str, ...] = tuple(terms["severities"])
+        self.organ_support = _terms(terms["organ_support"])
+        self.routes = _terms(terms["routes"])
+        self.frequencies = _terms(terms["frequencies"])
+        self.regimens = _terms(terms["regimens"])
+        self.procedures = _terms(terms["procedures"])
+        self.findings = _terms(terms["findings"])
+        self._drug_names = self._name_index(
+            {d.id: (d.name, *d.synonyms) for d in self.drugs.values()})
+        self._route_names = self._name_index({t.id: (t.name, *t.synonyms) for t in self.routes.values()})
+        self._freq_names = self._name_index({t.id: (t.name, *t.synonyms) for t in self.frequencies.values()})
+        self._dx_names = self._name_index({t.id: (t.name, *t.synonyms) for t in self.diagnoses.values()})
+        self._loinc = {code: a.id for a in self.analytes.values() for code in a.loinc}
+
+    @staticmethod
+    def _name_index(names: dict[str, tuple[str, ...]]) -> dict[str, str]:
+        index: dict[str, str] = {}
+        for key, alts in names.items():
+            index[key.lower()] = key
+            for alt in alts:
+                index[alt.lower()] = key
+        return index
+
+    # --- lookups -------------------------------------------------------------------------------------
+    def drug_id(self, name: str) -> str | None:
+        return self._drug_names.get(name.strip().lower())
+
+    def drug_choices(self) -> list[str]:
+        return sorted(self.drugs)
+
+    def drugs_in_class(self, cls: str) -> tuple[str, ...]:
+        return tuple(sorted(d.id for d in self.drugs.values() if cls in d.classes))
+
+    def route_id(self, name: str) -> str | None:
+        return self._route_names.get(name.strip().lower())
+
+    def frequency_id(self, name: str) -> str | None:
+        return self._freq_names.get(name.strip().lower())
+
+    def diagnosis_id(self, name: str) -> str | None:
+        return self._dx_names.get(name.strip().lower())
+
+    def analyte_for_loinc(self, code: str) -> str | None:
+        return self._loinc.get(code.strip())
+
+    def unit_code(self, text: str) -> str | None:
+        """UCUM code for what an author wrote, or None when unknown."""
+        t = text.strip()
+        if t in self.unit_display:
+            return t
+        return self.unit_aliases.get(t.lower())
+
+    def dose_unit(self, text: str) -> DoseUnit | None:
+        t = text.strip()
+        if t in self.dose_units:
+            return self.dose_units[t]
+        alias = self.dose_aliases.get(t.lower())
+        if alias:
+            return self.dose_units[alias]
+        for code, unit in self.dose_units.items():
+            if code.lower() == t.lower():
+                return unit
+        return None
+
+    def display_unit(self, code: str) -> str:
+        return self.unit_display.get(code, code)
+
+    def is_target(self, name: str) -> bool:
+        return name in self.drugs or name in self.drug_classes or name in self.procedures
+
+    def target_name(self, name: str) -> str:
+        if name in self.drugs:
+            return self.drugs[name].name
+        if name in self.drug_classes:
+            return self.drug_classes[name]
+        if name in self.procedures:
+            return self.procedures[name].name
+        return name
+
+    def target_drugs(self, name: str) -> frozenset[str]:
+        """The drugs a target covers (a class covers its members); empty for procedures."""
+        if name in self.drugs:
+            return frozenset({name})
+        if name in self.drug_classes:
+            return frozenset(self.drugs_in_class(name))
+        return frozenset()
+
+    def target_choices(self) -> list[str]:
+        return sorted({*self.drugs, *self.drug_classes, *self.procedures})
+
+
+@functools.cache
+def vocabulary() -> Vocabulary:
+    return Vocabulary()
