@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .errors import Diagnostic, EvaluationError, LoadError, MascdsError, UsageError
-from .explain import Explanation, ExplainNode
+from .explain import ExplainNode, Explanation
 from .ingest import load_case, snapshot_from_dict
 from .kb import BackendName, KnowledgeBase, load_knowledge_base, validate_knowledge_base
 from .result import Action, Assessment, Citation, Matched, Recommendation, Result, Undecided

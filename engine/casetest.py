@@ -141,7 +141,9 @@ def run_cases(kb: KnowledgeBase, paths: Iterable[str | Path], backend: BackendNa
             continue
         for exp in snap.expectations:
             result = kb.evaluate(snap, exp.at, backend=backend)
+            file, line, col = exp.ref.rsplit(":", 2)
             for err in result.errors:
-                report.problems.append(Diagnostic(snap.source, 1, 1, "E300", f"{err.rule_id}: {err.message}"))
+                report.problems.append(Diagnostic(file, int(line), int(col), "E301", f"{err.rule_id}: {err.message}",
+                                                  "fix the rule, or state a priority between the rules"))
             report.checks.extend(check_expectation(snap, exp, result))
     return report

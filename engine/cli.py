@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     va = sub.add_parser("validate", help="check a knowledge base and list every problem",
                         description="Check every rule file and the knowledge base as a whole. Prints each "
                         "problem as file:line:col: CODE message (hint).",
-                        epilog="example:\n  mascds validate rules", formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog="example:\n  mascds validate rules",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     va.add_argument("rules_dir", nargs="?", help="knowledge base directory (default: $MASCDS_RULES or ./rules)")
     _common(va, rules=False, backend=False)
 

@@ -26,12 +26,13 @@ from .ir import (
     REACTION,
     SUPPORT,
     All,
-    AnyOf,
     Any_,
+    AnyOf,
     AtLeast,
     Bound,
     CompiledRule,
     FieldRef,
+    FieldTest,
     Leaf,
     Missing,
     Node,
@@ -40,7 +41,6 @@ from .ir import (
     Pattern,
     Query,
     Selector,
-    Test,
 )
 from .load import LoadedRules, RuleFile
 from .rulemodel import (
@@ -132,30 +132,29 @@ class _Queries:
 
 def _identity(pattern: Pattern) -> Pattern:
     """The tests of a pattern that do not relate it to other facts (used when it is joined as an anchor)."""
-    keep: list[Test | AnyOf] = []
+    keep: list[FieldTest | AnyOf] = []
     for t in pattern.tests:
-        if isinstance(t, Test) and isinstance(t.operand, FieldRef):
+        if isinstance(t, FieldTest) and isinstance(t.operand, FieldRef):
             continue
         keep.append(t)
     return Pattern(pattern.kind, tuple(keep))
 
 
-def _one_of(field: str, values: tuple[str, ...]) -> Test | AnyOf:
+def _one_of(field: str, values: tuple[str, ...]) -> FieldTest | AnyOf:
     if len(values) == 1:
-        return Test(field, "eq", values[0])
-    return AnyOf(tuple((Test(field, "eq", v),) for v in values))
+        return FieldTest(field, "eq", values[0])
+    return AnyOf(tuple((FieldTest(field, "eq", v),) for v in values))
 
 
 def _count(c: Count) -> tuple[Op, int]:
-    op, n = c.op()
-    return op, n  # type: ignore[return-value]
+    return c.op()
 
 
 @dataclass
 class _LeafParts:
     fact_kind: str
     world: str
-    identity: list[Test | AnyOf]
+    identity: list[FieldTest | AnyOf]
     values: list[Any]
     selector: Selector
     undecidable: tuple[str, ...]
@@ -172,6 +171,7 @@ class _RuleCompiler:
         self.alias_leaf: dict[str, Leaf] = {}
         self.alias_pattern: dict[str, Pattern] = {}
         self.branch_patterns: dict[str, list[Pattern]] = {}
+        self.alias_phrase: dict[str, str] = {}
         self.definers: dict[str, Definer] = {}
         self.vocab = vocabulary()
 
@@ -227,7 +227,7 @@ class _RuleCompiler:
             field = self._edge_field(spec.after, "end")
             bounds.append(("lo", spec.after.fact, field, 0.0))
             edge = "end" if field == "te" else "start"
-            text = f"after the {edge} of {spec.after.fact}"
+            text = f"after the {edge} of {self._phrase(spec.after.fact)}"
             if spec.after.within is not None:
                 w = float(parse_duration(spec.after.within))
                 bounds.append(("hi", spec.after.fact, field, w))
@@ -237,7 +237,7 @@ class _RuleCompiler:
             field = self._edge_field(spec.before, "start")
             bounds.append(("hi", spec.before.fact, field, 0.0))
             edge = "end" if field == "te" else "start"
-            text = f"before the {edge} of {spec.before.fact}"
+            text = f"before the {edge} of {self._phrase(spec.before.fact)}"
             if spec.before.within is not None:
                 w = float(parse_duration(spec.before.within))
                 bounds.append(("lo", spec.before.fact, field, -w))
@@ -246,8 +246,11 @@ class _RuleCompiler:
         if spec.during is not None:
             bounds.append(("lo", spec.during, "ts", 0.0))
             bounds.append(("hi", spec.during, "te", 0.0))
-            words.append(f"during {spec.during}")
+            words.append(f"during {self._phrase(spec.during)}")
         return bounds, ", ".join(words) if words else "at any time"
+
+    def _phrase(self, alias: str) -> str:
+        return self.alias_phrase.get(alias, alias)
 
     # --- leaves ----------------------------------------------------------------------------------------
     def _parts(self, site: Site) -> _LeafParts:
@@ -256,7 +259,7 @@ class _RuleCompiler:
         if isinstance(spec, ObservationSpec):
             analyte = v.analytes[spec.analyte]
             unit = v.display_unit(analyte.canonical)
-            values = [Test("v", op, self._operand(value, "v")) for op, value in spec.comparisons()]
+            values = [FieldTest("v", op, self._operand(value, "v")) for op, value in spec.comparisons()]
             value_text = " and ".join(
                 f"{OP_TEXT[op]} {value.ref if isinstance(value, Ref) else f'{value:g} {unit}'}"
                 for op, value in spec.comparisons())
@@ -267,25 +270,25 @@ class _RuleCompiler:
                 sel = Selector("count", op, n)
             else:
                 sel = Selector(spec.which or "latest")
-            return _LeafParts(OBS, "open", [Test("a", "eq", spec.analyte)], values, sel, (), analyte.name,
+            return _LeafParts(OBS, "open", [FieldTest("a", "eq", spec.analyte)], values, sel, (), analyte.name,
                               value_text, analyte.name)
         if isinstance(spec, FindingSpec):
             name = v.findings[spec.code].name
             sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "latest")
-            return _LeafParts(FINDING, "open", [Test("code", "eq", spec.code)],
-                              [Test("p", "eq", 1.0 if spec.present else 0.0)], sel, (), name,
+            return _LeafParts(FINDING, "open", [FieldTest("code", "eq", spec.code)],
+                              [FieldTest("p", "eq", 1.0 if spec.present else 0.0)], sel, (), name,
                               "present" if spec.present else "absent", name)
         if isinstance(spec, MedicationSpec):
             level = spec.level()
-            identity: list[Test | AnyOf] = [self._drug_test(spec.drug, spec.class_)]
+            identity: list[FieldTest | AnyOf] = [self._drug_test(spec.drug, spec.class_)]
             subject = self._drug_words(spec.drug, spec.class_)
             if spec.route is not None:
-                identity.append(Test("r", "eq", spec.route))
+                identity.append(FieldTest("r", "eq", spec.route))
                 subject = f"{v.routes[spec.route].name} {subject}"
             if spec.regimen is not None:
-                identity.append(Test("rg", "eq", spec.regimen))
+                identity.append(FieldTest("rg", "eq", spec.regimen))
                 subject += f" ({v.regimens[spec.regimen].name})"
-            values: list[Test] = []
+            dose_tests: list[FieldTest] = []
             undecidable: tuple[str, ...] = ()
             value_text = ""
             if spec.dose is not None:
@@ -294,13 +297,13 @@ class _RuleCompiler:
                 for op, value in spec.dose.comparisons():
                     assert not isinstance(value, Ref)
                     base = parse_dose(value, spec.dose.unit).value
-                    values.append(Test(field, op, base))
+                    dose_tests.append(FieldTest(field, op, base))
                 value_text = "dose " + " and ".join(
                     f"{OP_TEXT[op]} {value:g} {spec.dose.unit}" for op, value in spec.dose.comparisons())
                 undecidable = (field,)
             sel = self._med_selector(spec)
             subject += " course" if level == "course" else ""
-            return _LeafParts(COURSE if level == "course" else ADMIN, "closed", identity, values, sel, undecidable,
+            return _LeafParts(COURSE if level == "course" else ADMIN, "closed", identity, dose_tests, sel, undecidable,
                               subject, value_text, "medications")
         if isinstance(spec, OrderSpec):
             sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
@@ -312,11 +315,11 @@ class _RuleCompiler:
             vals: list[Any] = []
             words: list[str] = []
             if spec.manifestation:
-                vals.append(AnyOf(tuple((Test(f"m_{m}", "eq", 1.0),) for m in spec.manifestation)))
+                vals.append(AnyOf(tuple((FieldTest(f"m_{m}", "eq", 1.0),) for m in spec.manifestation)))
                 words.append(" or ".join(v.manifestations[m].name for m in spec.manifestation))
             if spec.severity is not None:
                 rank = float(v.severities.index(spec.severity.gte or spec.severity.eq or ""))
-                vals.append(Test("sev", "gte" if spec.severity.gte else "eq", rank))
+                vals.append(FieldTest("sev", "gte" if spec.severity.gte else "eq", rank))
                 words.append(f"severity {'≥ ' if spec.severity.gte else ''}{spec.severity.gte or spec.severity.eq}")
             sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
             return _LeafParts(REACTION, "closed", [self._drug_test(spec.drug, spec.class_)], vals, sel, (),
@@ -324,34 +327,42 @@ class _RuleCompiler:
                               "adverse reactions")
         if isinstance(spec, OrganSupportSpec):
             sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
-            return _LeafParts(SUPPORT, "closed", [Test("sk", "eq", spec.kind)], [], sel, (),
+            return _LeafParts(SUPPORT, "closed", [FieldTest("sk", "eq", spec.kind)], [], sel, (),
                               v.organ_support[spec.kind].name, "", "organ support")
         if isinstance(spec, DiagnosisSpec):
             sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
-            return _LeafParts(DIAGNOSIS, "closed", [Test("code", "eq", spec.code)], [], sel, (),
+            return _LeafParts(DIAGNOSIS, "closed", [FieldTest("code", "eq", spec.code)], [], sel, (),
                               f"{v.diagnoses[spec.code].name}", "", "diagnoses")
         if isinstance(spec, DerivedSpec):
-            values = [Test("st", "eq", "met" if spec.is_ == "met" else "not_met")]
-            values += [Test("v", op, self._operand(value, "v")) for op, value in spec.comparisons()]
+            values = [FieldTest("st", "eq", "met" if spec.is_ == "met" else "not_met")]
+            values += [FieldTest("v", op, self._operand(value, "v")) for op, value in spec.comparisons()]
             text = ("met" if spec.is_ == "met" else "not met")
             if spec.comparisons():
                 text += ", value " + " and ".join(f"{OP_TEXT[op]} {value}" for op, value in spec.comparisons())
-            return _LeafParts(DERIVED, "closed", [Test("n", "eq", spec.fact)], values, Selector("derived"),
+            return _LeafParts(DERIVED, "closed", [FieldTest("n", "eq", spec.fact)], values, Selector("derived"),
                               ("v",) if spec.comparisons() else (), spec.fact, text, spec.fact)
         if isinstance(spec, PatientSpec):
             values = []
             words = []
             undecidable = ()
+            sel = Selector("single")
             if spec.age_years is not None:
                 op, n = _count(spec.age_years)
-                values.append(Test("age", op, float(n)))
+                # the Rete matches when every possible age passes; evaluate decides "maybe" (see Selector)
+                if op in ("lt", "lte"):
+                    values.append(FieldTest("age_hi", op, float(n)))
+                elif op in ("gt", "gte"):
+                    values.append(FieldTest("age_lo", op, float(n)))
+                else:
+                    values += [FieldTest("age_lo", "eq", float(n)), FieldTest("age_hi", "eq", float(n))]
                 words.append(f"age {OP_TEXT[op]} {n} years")
-                undecidable = ("age",)
+                undecidable = ("age_lo",)
+                sel = Selector("single", op, n)
             if spec.sex is not None:
-                values.append(Test("sex", "eq", spec.sex))
+                values.append(FieldTest("sex", "eq", spec.sex))
                 words.append(spec.sex)
-            return _LeafParts(PATIENT, "closed", [], values, Selector("single"), undecidable, "patient",
-                              ", ".join(words), "age or birth date")
+            return _LeafParts(PATIENT, "closed", [], values, sel, undecidable, "patient", ", ".join(words),
+                              "age or birth date")
         raise TypeError(f"no compiler for {site.kind}")
 
     def _med_selector(self, spec: MedicationSpec) -> Selector:
@@ -368,9 +379,9 @@ class _RuleCompiler:
             return Selector("count", *_count(spec.count))
         return Selector(spec.which or "any")
 
-    def _drug_test(self, drug: str | None, cls: str | None) -> Test | AnyOf:
+    def _drug_test(self, drug: str | None, cls: str | None) -> FieldTest | AnyOf:
         if drug is not None:
-            return Test("d", "eq", drug)
+            return FieldTest("d", "eq", drug)
         assert cls is not None
         return _one_of("d", self.vocab.drugs_in_class(cls))
 
@@ -429,24 +440,24 @@ class _RuleCompiler:
                 joins.append((name, self.alias_pattern[rule_alias]))
             return join_alias[rule_alias]
 
-        window_tests: list[Test] = []
+        window_tests: list[FieldTest] = []
         starts: list[Bound] = []
         for side, alias, field, offset in bounds:
             ref = FieldRef(ja(alias), field, offset)
-            window_tests.append(Test("te", "gte", ref) if side == "lo" else Test("ts", "lte", ref))
+            window_tests.append(FieldTest("te", "gte", ref) if side == "lo" else FieldTest("ts", "lte", ref))
             if side == "lo" and alias != CLOCK:
                 starts.append(Bound(alias, field, offset))
         scope_target = Pattern(parts.fact_kind, (*parts.identity, *window_tests))
         scope_joins = tuple(joins)
         scope = self.queries.add(scope_joins, scope_target)
         value_refs: list[str] = []
-        values: list[Test | AnyOf] = []
+        values: list[FieldTest | AnyOf] = []
         for t in parts.values:
             if isinstance(t, AnyOf):
                 values.append(t)
             elif isinstance(t.operand, FieldRef):
                 value_refs.append(t.operand.alias)
-                values.append(Test(t.field, t.op, FieldRef(ja(t.operand.alias), t.operand.field)))
+                values.append(FieldTest(t.field, t.op, FieldRef(ja(t.operand.alias), t.operand.field)))
             else:
                 values.append(t)
         match = None
@@ -485,6 +496,10 @@ class _RuleCompiler:
         )
         if site.alias is not None:
             self.alias_leaf.setdefault(site.alias, leaf)
+            if parts.selector.mode == "nth":
+                self.alias_phrase.setdefault(site.alias, f"{sel_words} {parts.subject}")
+            else:
+                self.alias_phrase.setdefault(site.alias, f"the {parts.subject}")
             definer = self.definers.get(site.alias)
             if definer is not None and len(definer.leaves) > 1:
                 self.branch_patterns.setdefault(site.alias, []).append(_identity(scope_target))
@@ -508,8 +523,9 @@ class _RuleCompiler:
         for field in parts.undecidable:
             if field in DOSE_NEEDS:
                 values.append(Missing(DOSE_NEEDS[field].split(" (")[0], DOSE_NEEDS[field], path))
-            elif field == "age":
-                values.append(Missing("age or birth date", "to decide the age condition", path))
+            elif field == "age_lo":
+                values.append(Missing("birth date", "the age is not known precisely enough to decide "
+                                      "the age condition", path))
             elif field == "v":
                 values.append(Missing(parts.subject, "its value was not computed", path))
         return tuple(out), tuple(values)

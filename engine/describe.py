@@ -55,7 +55,9 @@ def fact_json(fact: Fact) -> dict[str, Any]:
                    resolved=iso(d["te"]) if d["te"] < 1e11 else None)
     elif kind == PATIENT:
         extra = fact.extra or {}
-        out.update(age_years=d.get("age"), sex=d.get("sex"), weight_kg=extra.get("weight"))
+        lo, hi = d.get("age_lo"), d.get("age_hi")
+        out.update(age_years=lo if lo == hi else None, age_range=[lo, hi] if lo is not None else None,
+                   sex=d.get("sex"), weight_kg=extra.get("weight"))
     elif kind == DERIVED:
         extra = fact.extra or {}
         out.update(fact=d["n"], status=d["st"], rule_id=extra.get("rule"))
@@ -123,8 +125,9 @@ def fact_text(fact: Fact, start: int | None) -> str:
         return f"{v.diagnoses[e.code].name} (since {when(fact, start)}){mark}"
     if kind == PATIENT:
         parts = []
-        if "age" in d:
-            parts.append(f"age {d['age']:g} years")
+        if "age_lo" in d:
+            lo, hi = d["age_lo"], d["age_hi"]
+            parts.append(f"age {lo:g} years" if lo == hi else f"age {lo:g} or {hi:g} years")
         if "sex" in d:
             parts.append(str(d["sex"]))
         return ", ".join(parts) or "patient"
@@ -195,7 +198,9 @@ def template_field(fact: Fact, field: str, start: int | None, count: int | None,
             return _num(float(d["v"])) if "v" in d else "—"
     if d["k"] == PATIENT:
         if field == "age":
-            return f"{d['age']:g}" if "age" in d else "age not recorded"
+            if "age_lo" not in d:
+                return "age not recorded"
+            return f"{d['age_lo']:g}" if d["age_lo"] == d["age_hi"] else f"{d['age_lo']:g}–{d['age_hi']:g}"
         if field == "sex":
             return str(d.get("sex", "sex not recorded"))
         if field == "weight":

@@ -11,6 +11,11 @@ It drives the low-level ``durable_rules_engine`` extension directly and handles 
 * fact ids are ours (the fact's position), checked collision-free under the engine's 32-bit FNV-1 hash,
   and a catch-all rule proves every asserted fact reached the network - a dropped fact is an error;
 * facts only (no events), no ``$not``/``$nex``, no rule-level ``any``, numbers sent as numbers;
+* two defects of the engine's expression evaluator (``reduceExpressionSequence``), found by comparing it with
+  the reference backend: a pattern whose only test relating it to another fact evaluates false reads past
+  the end of its expression list (a segfault, or a correct answer by luck of what lies next in memory); and a
+  ``$or`` written before such a test ends the ``$and`` early, so the test is silently skipped. Patterns are
+  therefore emitted with every cross-fact test first, a lone one written twice, and ``$or`` groups last;
 * engine limits (64 patterns matching one fact on a branch, 256 rules per alpha node, 4,096 rules per
   ruleset) are respected by splitting the queries over several rulesets, decided when the knowledge base
   is compiled.
@@ -18,6 +23,7 @@ It drives the low-level ``durable_rules_engine`` extension directly and handles 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -30,7 +36,7 @@ import durable_rules_engine as _dre
 
 from .errors import EvaluationError
 from .facts import Fact
-from .ir import CLOCK, AnyOf, FieldRef, Pattern, Query, Test
+from .ir import CLOCK, AnyOf, FieldRef, FieldTest, Pattern, Query
 from .match import Tuples
 
 CATCH_ALL = "catch_all"
@@ -62,7 +68,7 @@ def _operand(ref: FieldRef) -> Any:
     return {"$sub": {"$l": base, "$r": -ref.offset}}
 
 
-def _test(t: Test | AnyOf) -> dict[str, Any]:
+def _test(t: FieldTest | AnyOf) -> dict[str, Any]:
     if isinstance(t, AnyOf):
         alts = [_conj(list(alt)) for alt in t.alternatives]
         return {"$or": alts}
@@ -72,25 +78,42 @@ def _test(t: Test | AnyOf) -> dict[str, Any]:
     return {f"${t.op}": {t.field: value}}
 
 
-def _conj(tests: list[Test | AnyOf]) -> dict[str, Any]:
+def _conj(tests: list[FieldTest | AnyOf]) -> dict[str, Any]:
     parts = [_test(t) for t in tests]
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
+def _relates(t: FieldTest | AnyOf) -> bool:
+    if isinstance(t, AnyOf):
+        return any(_relates(u) for alt in t.alternatives for u in alt)
+    return isinstance(t.operand, FieldRef)
+
+
 def pattern_json(p: Pattern) -> dict[str, Any]:
-    return _conj([Test("k", "eq", p.kind), *p.tests])
+    """The pattern in the engine's JSON, in the one test order its evaluator handles correctly:
+    the kind, constant tests, then tests relating the fact to others (at least two: a lone one is repeated),
+    then ``$or`` groups (which may hold constant tests only)."""
+    constant = [t for t in p.tests if isinstance(t, FieldTest) and not _relates(t)]
+    relating = [t for t in p.tests if isinstance(t, FieldTest) and _relates(t)]
+    groups = [t for t in p.tests if isinstance(t, AnyOf)]
+    if any(_relates(g) for g in groups):
+        raise EvaluationError("a pattern relates facts inside an alternative, which the rule engine cannot "
+                              "evaluate safely")
+    if len(relating) == 1:
+        relating = relating * 2
+    return _conj([FieldTest("k", "eq", p.kind), *constant, *relating, *groups])
 
 
 def _branch_keys(p: Pattern) -> set[tuple[str, str]]:
     """The alpha branches a pattern sits on: its kind and the first identity value(s)."""
     for t in p.tests:
-        if isinstance(t, Test) and t.op == "eq" and isinstance(t.operand, str):
+        if isinstance(t, FieldTest) and t.op == "eq" and isinstance(t.operand, str):
             return {(p.kind, t.operand)}
         if isinstance(t, AnyOf):
             keys = set()
             for alt in t.alternatives:
                 for u in alt:
-                    if u.op == "eq" and isinstance(u.operand, str):
+                    if isinstance(u, FieldTest) and u.op == "eq" and isinstance(u.operand, str):
                         keys.add((p.kind, u.operand))
             if keys:
                 return keys
@@ -177,9 +200,10 @@ class DurableSession:
                 code, offset = _dre.assert_facts(handle, payload)
             except _dre.error as exc:
                 raise EvaluationError(f"the rule engine rejected the facts: {exc}") from exc
-            if code not in (0, 1):
-                raise EvaluationError(f"the rule engine refused the facts (code {code})")
+            # Drain before anything else: deleting a session that still has a pending action crashes the engine.
             seen = self._drain(handle, offset, aliases)
+            if code not in (0, 1):
+                raise EvaluationError(f"the rule engine refused the facts (code {code}: a fact id it had seen)")
             if seen != expected:
                 lost = sorted(expected - seen, key=lambda s: (len(s), s))
                 raise EvaluationError(f"the rule engine did not keep every fact (lost ids: {lost[:10]})")
@@ -210,20 +234,16 @@ class DurableSession:
         self.open = False
         try:
             for handle, _ in self.backend.handles:
-                try:
+                with contextlib.suppress(_dre.error):  # nothing was asserted in this ruleset for this session
                     _dre.delete_state(handle, self.sid)
-                except _dre.error:
-                    pass  # nothing was asserted in this ruleset for this session
         finally:
             self.backend.lock.release()
 
 
 def _delete(handles: list[tuple[int, dict[str, tuple[str, ...]]]]) -> None:
     for handle, _ in handles:
-        try:
+        with contextlib.suppress(_dre.error):  # already gone at interpreter exit
             _dre.delete_ruleset(handle)
-        except _dre.error:  # pragma: no cover - already gone at interpreter exit
-            pass
 
 
 class DurableBackend:

@@ -52,6 +52,7 @@ CODES: dict[str, str] = {
     "E209": "action on a target that is not a drug or procedure",
     # engine limits, checked when the knowledge base is compiled
     "E300": "engine limit exceeded",
+    "E301": "a rule could not be evaluated, or a conflict is unresolved",
     # case files
     "E400": "time outside the patient's life or timeline",
     "E401": "expectation names an unknown rule",

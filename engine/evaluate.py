@@ -23,6 +23,7 @@ from .ir import (
     Any_,
     AtLeast,
     CompiledRule,
+    FieldTest,
     Leaf,
     Missing,
     Node,
@@ -30,7 +31,7 @@ from .ir import (
     Verdict,
     leaves,
 )
-from .match import MatchSession
+from .match import MatchSession, holds
 from .result import (
     Action,
     Assessment,
@@ -160,8 +161,8 @@ class RuleEvaluator:
             f = scope[0]
             if f.id in match_ids:
                 return result("true", [f]), Binding(f)
-            if undecided:
-                return result("unknown", [f], value_missing), None
+            if undecided or (sel.op is not None and _age_possible(f, sel.op, sel.n or 0, self.kb, lf)):
+                return result("unknown", [f], lf.undecided), None
             return result("false", [f]), None
         if not scope:
             if open_world:
@@ -223,8 +224,8 @@ class RuleEvaluator:
             if len(scope) < 2:
                 return result("unknown", scope, lf.missing, "fewer than two measurements"), None
             prev, last = scope[-2], scope[-1]
-            a, b = float(prev.data["v"]), float(last.data["v"])
-            ok = b > a if sel.direction == "rising" else b < a
+            before, latest = float(prev.data["v"]), float(last.data["v"])
+            ok = latest > before if sel.direction == "rising" else latest < before
             if ok:
                 return result("true", [prev, last]), Binding(last, previous=prev)
             return result("false", [prev, last]), None
@@ -268,14 +269,29 @@ class RuleEvaluator:
         return self.node(cr.root, bindings, verdicts), bindings
 
 
+def _age_possible(f: Fact, op: str, n: int, kb: CompiledKB, lf: Leaf) -> bool:
+    """Whether some age in the patient's possible range passes, when the other tests of the leaf pass."""
+    lo, hi = f.data.get("age_lo"), f.data.get("age_hi")
+    if lo is None or hi is None:
+        return False
+    ok = {"lt": lo < n, "lte": lo <= n, "gt": hi > n, "gte": hi >= n, "eq": lo <= n <= hi}[op]
+    others = [t for t in (kb.queries[lf.match].target.tests if lf.match else ())
+              if isinstance(t, FieldTest) and t.field not in ("age_lo", "age_hi")]
+    return ok and all(holds(t, f.data, {}) for t in others)
+
+
 # --- building the result --------------------------------------------------------------------------------
 
 def citations(rule: Rule) -> tuple[Citation, ...]:
     return tuple(Citation(s.reference, s.reported, s.doi, s.pmid) for s in rule.sources)
 
 
-def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]], start: int | None) -> list[Matched]:
-    """The conditions that held along the true paths of a tree, with their facts."""
+def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]], start: int | None,
+                    cache: dict[str, tuple[Matched, ...]] | None = None) -> list[Matched]:
+    """The conditions that held along the true paths of a tree, with their facts. ``cache`` keeps the reasons
+    of each derived fact, built once per evaluation however many rules use it."""
+    if cache is None:
+        cache = {}
     node = res.node
     if res.verdict != "true":
         return []
@@ -285,7 +301,9 @@ def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]],
             f = res.facts[-1]
             name = str(f.data["n"])
             inner, rule_id = derived.get(name, (None, ""))
-            because = tuple(matched_entries(inner, derived, start)) if inner is not None else ()
+            if name not in cache:
+                cache[name] = tuple(matched_entries(inner, derived, start, cache)) if inner is not None else ()
+            because = cache[name]
             return [Matched(node.label, node.path, tuple(fact_json_with_text(x, start) for x in facts), False,
                             {"fact": name, "status": f.data["st"], "rule_id": rule_id}, because)]
         return [Matched(node.label, node.path, tuple(fact_json_with_text(x, start) for x in facts))]
@@ -295,7 +313,7 @@ def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]],
         return [Matched(f"no {_label(child.node)}", node.path, seen, True)]
     out: list[Matched] = []
     for child in res.children:
-        out.extend(matched_entries(child, derived, start))
+        out.extend(matched_entries(child, derived, start, cache))
     return out
 
 
@@ -309,36 +327,36 @@ def _label(node: Node) -> str:
 
 
 def resolve_conflicts(recs: list[Recommendation], policy: str) -> tuple[list[Recommendation], list[RuleError]]:
-    """Opposite actions on the same target: the knowledge base's policy says which wins; the loser stays
-    in the result, marked suppressed."""
+    """Opposite actions (stop/avoid vs start/consider) on the same drug, from different rules: the higher
+    priority wins; at equal priority the knowledge base's policy decides (restrictive-wins) or the conflict is
+    reported as an error (priority-only). Actions are settled from the strongest down, so an action that lost
+    cannot suppress another. The loser stays in the result, marked with what suppressed it."""
     vocab = vocabulary()
+
+    def polarity(kind: str) -> int:
+        return 1 if kind in RESTRICTIVE else (-1 if kind in PERMISSIVE else 0)
+
+    def overlap(x: Action, y: Action) -> bool:
+        return x.target == y.target or bool(vocab.target_drugs(x.target) & vocab.target_drugs(y.target))
+
+    entries = [(r, k, a) for r in recs for k, a in enumerate(r.actions)]
+    restrictive_first = policy == "restrictive-wins"
+    entries.sort(key=lambda e: (-e[0].priority, 0 if restrictive_first and polarity(e[2].kind) == 1 else 1,
+                                e[0].rule_id, e[1]))
+    standing: list[tuple[Recommendation, int, Action]] = []
     losers: dict[tuple[str, int], Suppression] = {}
     errors: list[RuleError] = []
-    for i, a in enumerate(recs):
-        for j, b in enumerate(recs):
-            if j <= i:
-                continue
-            for ai, x in enumerate(a.actions):
-                for bi, y in enumerate(b.actions):
-                    kinds = {x.kind, y.kind}
-                    if not (kinds & RESTRICTIVE and kinds & PERMISSIVE) or x.kind in RESTRICTIVE and y.kind in \
-                            RESTRICTIVE or x.kind in PERMISSIVE and y.kind in PERMISSIVE:
-                        continue
-                    same = x.target == y.target or bool(vocab.target_drugs(x.target) & vocab.target_drugs(y.target))
-                    if not same:
-                        continue
-                    if a.priority != b.priority:
-                        win_a = a.priority > b.priority
-                    elif policy == "restrictive-wins":
-                        win_a = x.kind in RESTRICTIVE
-                    else:
-                        errors.append(RuleError(a.rule_id, f"unresolved conflict with {b.rule_id}: {x.kind} vs "
-                                                f"{y.kind} {y.target} at equal priority"))
-                        continue
-                    if win_a:
-                        losers.setdefault((b.rule_id, bi), Suppression(a.rule_id, x.kind, x.target))
-                    else:
-                        losers.setdefault((a.rule_id, ai), Suppression(b.rule_id, y.kind, y.target))
+    for rec, k, act in entries:
+        rival = next((w for w in standing if polarity(act.kind) * polarity(w[2].kind) == -1
+                      and w[0].rule_id != rec.rule_id and overlap(act, w[2])), None)
+        if rival is None:
+            standing.append((rec, k, act))
+        elif rival[0].priority == rec.priority and not restrictive_first:
+            errors.append(RuleError(rec.rule_id, f"unresolved conflict with {rival[0].rule_id}: {act.kind} "
+                                    f"{act.target} vs {rival[2].kind} {rival[2].target} at equal priority"))
+            standing.append((rec, k, act))
+        else:
+            losers[(rec.rule_id, k)] = Suppression(rival[0].rule_id, rival[2].kind, rival[2].target)
     out: list[Recommendation] = []
     for r in recs:
         actions = tuple(
@@ -394,6 +412,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
     recs: list[Recommendation] = []
     assessments: list[Assessment] = []
     undecided: list[Undecided] = []
+    reasons: dict[str, tuple[Matched, ...]] = {}
     for cr in kb.rules:
         rule = kb.models[cr.id]
         res = traces[cr.id]
@@ -406,7 +425,8 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
             assessments.append(Assessment(
                 rule.derive.fact, status, cr.id, cr.version, title,
                 text_in(rule.derive.summary, lang) if rule.derive.summary else None, None,
-                res.missing, tuple(matched_entries(res, derived, snapshot.start)), citations(rule), rule.evidence_level))
+                res.missing, tuple(matched_entries(res, derived, snapshot.start, reasons)), citations(rule),
+                rule.evidence_level))
         elif rule.recommend is not None and res.verdict == "true":
             rec = rule.recommend
             bindings = all_bindings[cr.id]
@@ -423,7 +443,8 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
                                    text_in(a.reported_dose, lang) if a.reported_dose else None)
                             for a in rec.actions)
             recs.append(Recommendation(cr.id, cr.version, title, rec.indicator, "active", rec.priority, actions,
-                                       rationale, tuple(matched_entries(res, derived, snapshot.start)), citations(rule),
+                                       rationale, tuple(matched_entries(res, derived, snapshot.start, reasons)),
+                                       citations(rule),
                                        rule.evidence_level))
     recs, conflict_errors = resolve_conflicts(recs, kb.manifest.conflict_resolution)
     errors.extend(conflict_errors)

@@ -7,7 +7,6 @@ seconds, so no backend can compare text with numbers. Fact ids are assigned here
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,13 +47,23 @@ def _dose_fields(course: Course, weight: float | None) -> FactData:
     return out
 
 
+def _weight(weights: list[tuple[int, float]], snap: Snapshot, t: int) -> float | None:
+    """Latest body weight measured at or before ``t`` (``weights`` sorted by time), else the baseline."""
+    best = None
+    for time, value in weights:
+        if time > t:
+            break
+        best = value
+    return best if best is not None else snap.patient.weight_kg
+
+
 def administration_times(course: Course, as_of: int) -> list[int]:
     """Discrete dose times of a course known at ``as_of`` (one time for single doses and infusions)."""
     if course.start > as_of:
         return []
     if course.interval_hours is None:
         return [course.start]
-    step = int(round(course.interval_hours * 3600))
+    step = round(course.interval_hours * 3600)
     last = as_of if course.end is None else min(course.end, as_of)
     n = (last - course.start) // step
     return [course.start + k * step for k in range(int(n) + 1)]
@@ -62,6 +71,14 @@ def administration_times(course: Course, as_of: int) -> list[int]:
 
 def build_facts(snap: Snapshot, as_of: int) -> list[Fact]:
     facts: list[Fact] = []
+    dose_cache: dict[tuple[int, float | None], FactData] = {}
+
+    def doses(ci: int, course: Course, weight: float | None) -> FactData:
+        key = (ci, weight)
+        found = dose_cache.get(key)
+        if found is None:
+            found = dose_cache[key] = _dose_fields(course, weight)
+        return found
 
     def add(data: FactData, entry: Entry | None, extra: dict[str, Any] | None = None) -> None:
         fid = str(len(facts))
@@ -73,7 +90,7 @@ def build_facts(snap: Snapshot, as_of: int) -> list[Fact]:
     age = snap.age_at(as_of)
     pt: FactData = {"k": PATIENT, "ts": float(as_of), "te": float(as_of)}
     if age is not None:
-        pt["age"] = float(math.floor(age))
+        pt["age_lo"], pt["age_hi"] = float(age[0]), float(age[1])
     if snap.patient.sex is not None:
         pt["sex"] = snap.patient.sex
     add(pt, snap.patient, {"age_exact": age, "weight": snap.weight_at(as_of)})
@@ -98,8 +115,9 @@ def build_facts(snap: Snapshot, as_of: int) -> list[Fact]:
             base["r"] = c.route
         if c.regimen is not None:
             base["rg"] = c.regimen
-        weight = snap.weight_at(c.start)
-        course_fact = {"k": COURSE, **base, **_dose_fields(c, weight), "ts": float(c.start), "te": end_of(c.end)}
+        weights = snap.weights()
+        course_fact = {"k": COURSE, **base, **doses(ci, c, _weight(weights, snap, c.start)), "ts": float(c.start),
+                       "te": end_of(c.end)}
         add(course_fact, c, {"course": ci})
         times = administration_times(c, as_of)
         for n, t in enumerate(times):
@@ -107,8 +125,7 @@ def build_facts(snap: Snapshot, as_of: int) -> list[Fact]:
                 te = end_of(c.end)
             else:
                 te = float(t)
-            w = snap.weight_at(t)
-            add({"k": ADMIN, **base, **_dose_fields(c, w), "ts": float(t), "te": te}, c,
+            add({"k": ADMIN, **base, **doses(ci, c, _weight(weights, snap, t)), "ts": float(t), "te": te}, c,
                 {"course": ci, "dose_number": n + 1, "time": t})
     for o2 in snap.orders:
         if o2.time <= as_of:

@@ -69,8 +69,9 @@ class _Ingest:
              resolver: Any = None) -> str | None:
         found = resolver(value) if resolver else (value if value in table else None)
         if found is None:
+            names = [*table, *(syn for entry in table.values() for syn in getattr(entry, "synonyms", ()))]
             self.err(path, "E111" if what != "drug" else "E106", f"unknown {what} '{value}'",
-                     choices_hint(value, table))
+                     choices_hint(value, names))
         return found
 
     def marked(self, entry: Any, path: PathKey) -> bool:
@@ -243,9 +244,14 @@ class _Ingest:
         path: PathKey = ("reactions", i)
         drug = self.term(r.drug, self.vocab.drugs, "drug", (*path, "drug"), self.vocab.drug_id)
         ok = True
+        manifestations: list[str] = []
         for j, m in enumerate(r.manifestations):
-            if self.term(m, self.vocab.manifestations, "manifestation", (*path, "manifestations", j)) is None:
+            found = self.term(m, self.vocab.manifestations, "manifestation", (*path, "manifestations", j),
+                              self.vocab.manifestation_id)
+            if found is None:
                 ok = False
+            else:
+                manifestations.append(found)
         sev = r.severity if r.severity in self.vocab.severities else None
         if sev is None:
             self.err((*path, "severity"), "E111", f"unknown severity '{r.severity}'",
@@ -254,7 +260,7 @@ class _Ingest:
         ill = self.marked(r, path)
         if drug is None or sev is None or t is None or not ok:
             return None
-        return Reaction(self.ref(path), ill, drug, tuple(r.manifestations), sev, t)
+        return Reaction(self.ref(path), ill, drug, tuple(dict.fromkeys(manifestations)), sev, t)
 
     def support(self, i: int) -> OrganSupport | None:
         s = self.case.organ_support[i]
@@ -282,7 +288,8 @@ class _Ingest:
 
 def ingest_document(doc: Document) -> tuple[Snapshot | None, list[Diagnostic]]:
     if not isinstance(doc.data, dict):
-        return None, [Diagnostic(doc.positions.file, 1, 1, "E003", "a case file must be a YAML mapping",
+        line, col = doc.positions.of_value(())
+        return None, [Diagnostic(doc.positions.file, line, col, "E003", "a case file must be a YAML mapping",
                                  "start with 'case:' and 'patient:'")]
     try:
         case = Case.model_validate(doc.data)

@@ -34,7 +34,7 @@ class FieldRef:
 
 
 @dataclass(frozen=True)
-class Test:
+class FieldTest:
     field: str
     op: Op
     operand: float | str | FieldRef
@@ -44,13 +44,13 @@ class Test:
 class AnyOf:
     """At least one alternative (a conjunction of tests) holds."""
 
-    alternatives: tuple[tuple[Test | AnyOf, ...], ...]
+    alternatives: tuple[tuple[FieldTest | AnyOf, ...], ...]
 
 
 @dataclass(frozen=True)
 class Pattern:
     kind: str
-    tests: tuple[Test | AnyOf, ...] = ()
+    tests: tuple[FieldTest | AnyOf, ...] = ()
 
 
 @dataclass(frozen=True)

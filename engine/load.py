@@ -69,7 +69,8 @@ def content_hash(directory: Path, files: list[Path]) -> str:
 def validate_document(doc: Document, model: type[Rule] | type[KnowledgeBaseManifest]) -> \
         tuple[Rule | KnowledgeBaseManifest | None, list[Diagnostic]]:
     if not isinstance(doc.data, dict):
-        return None, [Diagnostic(doc.positions.file, 1, 1, "E003", "the file must be a YAML mapping",
+        line, col = doc.positions.of_value(())
+        return None, [Diagnostic(doc.positions.file, line, col, "E003", "the file must be a YAML mapping",
                                  "start with 'id:' and the other rule keys")]
     try:
         return model.model_validate(doc.data), []

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from .facts import Fact, FactData
-from .ir import AnyOf, FieldRef, Pattern, Query, Test
+from .ir import AnyOf, FieldRef, FieldTest, Pattern, Query
 
 Tuples = frozenset[tuple[str, ...]]
 
@@ -48,7 +48,7 @@ def compare(op: str, left: Any, right: Any) -> bool:
     return bool(left <= right)
 
 
-def holds(test: Test | AnyOf, fact: FactData, env: dict[str, FactData]) -> bool:
+def holds(test: FieldTest | AnyOf, fact: FactData, env: dict[str, FactData]) -> bool:
     if isinstance(test, AnyOf):
         return any(all(holds(t, fact, env) for t in alt) for alt in test.alternatives)
     left = fact.get(test.field)
@@ -57,7 +57,7 @@ def holds(test: Test | AnyOf, fact: FactData, env: dict[str, FactData]) -> bool:
     operand = test.operand
     if isinstance(operand, FieldRef):
         other = env[operand.alias].get(operand.field)
-        if other is None or isinstance(other, str) and operand.offset:
+        if other is None or (isinstance(other, str) and operand.offset):
             return False
         right: Any = other + operand.offset if operand.offset else other
     else:

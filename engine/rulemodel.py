@@ -9,7 +9,7 @@ was written, with a did-you-mean. Cross-rule checks (aliases, derived facts, tem
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .errors import choices_hint
+from .errors import choices_hint, did_you_mean
 from .times import DURATION_HINT, TimeFormatError, parse_duration
 from .units import UnitError, parse_dose
 from .vocab import vocabulary
@@ -68,7 +68,8 @@ CONDITION_KEYS = (
     "derived",
     "patient",
 )
-COMPARATORS = ("gt", "gte", "lt", "lte", "eq")
+Op = Literal["gt", "gte", "lt", "lte", "eq"]
+COMPARATORS: tuple[Op, ...] = ("gt", "gte", "lt", "lte", "eq")
 
 _ID = r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$"
 _ALIAS = r"^[a-z][a-z0-9_]*$"
@@ -76,9 +77,12 @@ _DOI = re.compile(r"^10\.\d{4,9}/\S+$")
 _PMID = re.compile(r"^[1-9]\d{0,8}$")
 
 
-def _err(code: str, message: str, hint: str = "") -> PydanticCustomError:
-    # The error type carries our diagnostic code; load.py maps it back to E-codes.
-    return PydanticCustomError(code, message, {"hint": hint})
+def _err(code: str, message: str, hint: str = "", at: str | None = None) -> PydanticCustomError:
+    """An error whose type is our diagnostic code; ``at`` names the key it is about, for model-level checks."""
+    ctx: dict[str, str] = {"hint": hint}
+    if at is not None:
+        ctx["at"] = at
+    return PydanticCustomError(code, message, ctx)
 
 
 class Strict(BaseModel):
@@ -148,7 +152,7 @@ class Count(Strict):
             raise _err("E113", "a count needs exactly one of gt, gte, lt, lte, eq", "e.g. {gte: 3}")
         return self
 
-    def op(self) -> tuple[str, int]:
+    def op(self) -> tuple[Op, int]:
         for name in COMPARATORS:
             value = getattr(self, name)
             if value is not None:
@@ -192,7 +196,7 @@ class WindowFields(Strict):
     def _selectors(self) -> WindowFields:
         if self.which is not None and self.count is not None:
             raise _err("E113", "use either 'which' or 'count', not both",
-                       "'count' already says how many facts must match")
+                       "'count' already says how many facts must match", at="count")
         return self
 
 
@@ -203,7 +207,7 @@ class ValueFields(Strict):
     lte: Operand | None = Field(default=None, description="Value less than or equal to.")
     eq: Operand | None = Field(default=None, description="Value equal to.")
 
-    def comparisons(self) -> list[tuple[str, float | int | Ref]]:
+    def comparisons(self) -> list[tuple[Op, float | int | Ref]]:
         return [(name, getattr(self, name)) for name in COMPARATORS if getattr(self, name) is not None]
 
 
@@ -238,19 +242,21 @@ class ObservationSpec(WindowFields, ValueFields):
         numeric = [op for op, value in self.comparisons() if not isinstance(value, Ref)]
         if numeric and self.unit is None:
             raise _err("E101", f"comparing {analyte.name} needs 'unit'",
-                       f"add unit: {vocab.display_unit(analyte.canonical)}")
+                       f"add unit: {vocab.display_unit(analyte.canonical)}", at="analyte")
         if self.unit is not None:
             code = vocab.unit_code(self.unit)
             if code is None or code not in analyte.units:
+                canonical = vocab.display_unit(analyte.canonical)
+                hint = did_you_mean(self.unit, [canonical, analyte.canonical])
                 raise _err("E105", f"unit '{self.unit}' is not a unit of {analyte.name}",
-                           f"the canonical unit is {vocab.display_unit(analyte.canonical)}")
+                           (hint + " " if hint else "") + f"rules use the canonical unit {canonical}", at="unit")
             if code != analyte.canonical:
                 raise _err("E115", f"rules compare {analyte.name} in {vocab.display_unit(analyte.canonical)}, "
                            f"not {self.unit}",
-                           f"convert the threshold to {vocab.display_unit(analyte.canonical)}")
+                           f"convert the threshold to {vocab.display_unit(analyte.canonical)}", at="unit")
         if self.trend is not None and (self.comparisons() or self.which or self.count):
             raise _err("E113", "'trend' compares measurements with each other; it cannot be combined with "
-                       "comparisons, 'which' or 'count'", "use a separate condition for a threshold")
+                       "comparisons, 'which' or 'count'", "use a separate condition for a threshold", at="trend")
         return self
 
 
@@ -312,7 +318,8 @@ class DrugFields(Strict):
     @model_validator(mode="after")
     def _drug_or_class(self) -> DrugFields:
         if (self.drug is None) == (self.class_ is None):
-            raise _err("E113", "name exactly one of 'drug' or 'class'", "e.g. drug: tocilizumab")
+            raise _err("E113", "name exactly one of 'drug' or 'class'", "e.g. drug: tocilizumab",
+                       at="class" if self.class_ is not None else None)
         return self
 
 
@@ -363,10 +370,13 @@ class MedicationSpec(WindowFields, DrugFields):
         return "admin"
 
 
+_BOTH_STATUSES: list[Literal["draft", "active"]] = ["draft", "active"]
+
+
 class OrderSpec(WindowFields, DrugFields):
     """A medication order (e.g. a draft order being signed)."""
 
-    status: list[Literal["draft", "active"]] = Field(default_factory=lambda: ["draft", "active"],
+    status: list[Literal["draft", "active"]] = Field(default_factory=_BOTH_STATUSES.copy,
                                                      description="Order statuses that count.")
 
 
@@ -398,9 +408,13 @@ class ReactionSpec(WindowFields, DrugFields):
             return v
         if not v:
             raise _err("E103", "list at least one manifestation", "e.g. [anaphylaxis]")
+        out = []
         for m in v:
-            _vocab_check(m, vocabulary().manifestations, "E111", "manifestation")
-        return v
+            found = vocabulary().manifestation_id(m)
+            if found is None:
+                raise _err("E111", f"unknown manifestation '{m}'", choices_hint(m, vocabulary().manifestations))
+            out.append(found)
+        return out
 
 
 class OrganSupportSpec(WindowFields):
@@ -516,7 +530,7 @@ def condition_key(value: Any) -> str | None:
     if isinstance(value, dict):
         keys = [k for k in value if k in CONDITION_KEYS]
         if len(keys) == 1 and len(value) == 1:
-            return keys[0]
+            return str(keys[0])
         return None
     if isinstance(value, BaseModel):
         for key in CONDITION_KEYS:
@@ -526,21 +540,19 @@ def condition_key(value: Any) -> str | None:
 
 
 Condition = Annotated[
-    Union[
-        Annotated[AllCond, Tag("all")],
-        Annotated[AnyCond, Tag("any")],
-        Annotated[NotCond, Tag("not")],
-        Annotated[AtLeastCond, Tag("at_least")],
-        Annotated[ObservationCond, Tag("observation")],
-        Annotated[FindingCond, Tag("finding")],
-        Annotated[MedicationCond, Tag("medication")],
-        Annotated[OrderCond, Tag("order")],
-        Annotated[ReactionCond, Tag("reaction")],
-        Annotated[OrganSupportCond, Tag("organ_support")],
-        Annotated[DiagnosisCond, Tag("diagnosis")],
-        Annotated[DerivedCond, Tag("derived")],
-        Annotated[PatientCond, Tag("patient")],
-    ],
+    Annotated[AllCond, Tag("all")]
+    | Annotated[AnyCond, Tag("any")]
+    | Annotated[NotCond, Tag("not")]
+    | Annotated[AtLeastCond, Tag("at_least")]
+    | Annotated[ObservationCond, Tag("observation")]
+    | Annotated[FindingCond, Tag("finding")]
+    | Annotated[MedicationCond, Tag("medication")]
+    | Annotated[OrderCond, Tag("order")]
+    | Annotated[ReactionCond, Tag("reaction")]
+    | Annotated[OrganSupportCond, Tag("organ_support")]
+    | Annotated[DiagnosisCond, Tag("diagnosis")]
+    | Annotated[DerivedCond, Tag("derived")]
+    | Annotated[PatientCond, Tag("patient")],
     Discriminator(condition_key, custom_error_type="E112",
                   custom_error_message="a condition must have exactly one kind"),
 ]

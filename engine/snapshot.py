@@ -3,7 +3,9 @@ seconds, every entry remembering where it was written (``ref``) and whether it i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from .units import Dose
 
@@ -134,12 +136,27 @@ class Snapshot:
         times = self.event_times()
         return times[-1] if times else None
 
-    def age_at(self, t: int) -> float | None:
+    def age_at(self, t: int) -> tuple[int, int] | None:
+        """The possible age in whole years at ``t`` as (lowest, highest): exact by the calendar from a birth
+        date; from an age at timeline start, "11 years" means anywhere in [11, 12) then, so months later the
+        age may be 11 or 12 (a fractional age is taken as exact). None when no age is recorded."""
         if self.patient.birth is not None:
-            return (t - self.patient.birth) / (365.2425 * 86400)
+            born = datetime.fromtimestamp(self.patient.birth, tz=UTC)
+            now = datetime.fromtimestamp(t, tz=UTC)
+            years = now.year - born.year - ((now.month, now.day, now.time()) < (born.month, born.day, born.time()))
+            return years, years
         if self.patient.age_at_start is not None and self.start is not None:
-            return self.patient.age_at_start + (t - self.start) / (365.2425 * 86400)
+            age = self.patient.age_at_start
+            elapsed = (t - self.start) / (365.2425 * 86400)
+            width = 1.0 if float(age).is_integer() else 0.0
+            low = math.floor(age + elapsed)
+            high = math.floor(age + elapsed + width - 1e-9) if width else low
+            return low, high
         return None
+
+    def weights(self) -> list[tuple[int, float]]:
+        """Body weights measured, sorted by time."""
+        return sorted((o.time, o.value) for o in self.observations if o.analyte == "body-weight")
 
     def weight_at(self, t: int) -> float | None:
         """Latest body weight measured at or before ``t``, else the baseline weight."""

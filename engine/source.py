@@ -131,6 +131,9 @@ def parse_yaml(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or "could not parse"
         context = f" {exc.context}" if exc.context else ""
+        if exc.context_mark is not None and exc.problem_mark is not None and \
+                exc.context_mark.line != exc.problem_mark.line:
+            context += f" that starts at line {exc.context_mark.line + 1}"
         diags.append(Diagnostic(file, line, col, "E001", f"YAML syntax error: {problem}{context}",
                                 "check indentation and that lists use '- ' and mappings 'key: value'"))
         return None, diags

@@ -8,6 +8,7 @@ Durations: a number and a unit, ``30min``, ``24h``, ``3d``, ``2w``.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -34,7 +35,7 @@ def parse_duration(text: str) -> int:
     seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     if seconds <= 0:
         raise TimeFormatError(f"'{text}' must be longer than zero")
-    return int(round(seconds))
+    return round(seconds)
 
 
 def describe_duration(seconds: float) -> str:
@@ -80,9 +81,14 @@ def parse_time(text: object, start: int | None = None, tz_offset_minutes: int = 
     return int(dt.timestamp())
 
 
+@functools.lru_cache(maxsize=8192)
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def iso(epoch: float) -> str:
     """ISO 8601 UTC with a Z, to the second: the stable form used in JSON."""
-    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso(int(epoch))
 
 
 def relative_label(epoch: float, start: int | None) -> str:

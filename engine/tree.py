@@ -9,10 +9,8 @@ from .rulemodel import (
     AllCond,
     AnyCond,
     AtLeastCond,
-    DerivedSpec,
     MedicationSpec,
     NotCond,
-    ObservationSpec,
     Ref,
     ValueFields,
     WindowFields,
@@ -52,7 +50,7 @@ def kind_of(cond: Any) -> str:
     if isinstance(cond, AtLeastCond):
         return "at_least"
     for name in type(cond).model_fields:
-        return name
+        return str(name)
     raise ValueError(f"not a condition: {cond!r}")
 
 

@@ -24,7 +24,7 @@ class UnitError(ValueError):
         self.hint = hint
 
 
-def _round(value: Fraction) -> float:
+def _round(value: Fraction | float) -> float:
     return float(f"{float(value):.{SIGNIFICANT_DIGITS}g}")
 
 
@@ -81,8 +81,11 @@ def parse_dose(value: float, unit: str) -> Dose:
 
 
 def dose_in(dimension: str, dose: Dose, weight_kg: float | None, doses_per_day: float | None) -> float | None:
-    """Express ``dose`` in ``dimension``; None when that needs a weight or frequency we do not have."""
-    value = Fraction(dose.value)
+    """Express ``dose`` in ``dimension``; None when that needs a weight or frequency we do not have.
+
+    Plain floats, rounded once to 10 significant digits like every other conversion: a dose of exactly 30 mg/kg
+    stays exactly 30."""
+    value = dose.value
     per_kg = dose.dimension in ("mass_per_kg", "mass_per_kg_per_day")
     daily = dose.dimension in ("mass_per_day", "mass_per_kg_per_day")
     want_per_kg = dimension in ("mass_per_kg", "mass_per_kg_per_day")
@@ -92,9 +95,9 @@ def dose_in(dimension: str, dose: Dose, weight_kg: float | None, doses_per_day: 
     if per_kg != want_per_kg:
         if weight_kg is None:
             return None
-        value = value / Fraction(weight_kg) if want_per_kg else value * Fraction(weight_kg)
+        value = value / weight_kg if want_per_kg else value * weight_kg
     if daily != want_daily:
         if doses_per_day is None:
             return None
-        value = value * Fraction(doses_per_day) if want_daily else value / Fraction(doses_per_day)
-    return _round(value)
+        value = value * doses_per_day if want_daily else value / doses_per_day
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")

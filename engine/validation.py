@@ -111,16 +111,14 @@ def data_path(data: Any, loc: tuple[Any, ...]) -> tuple[PathKey, bool]:
     node = data
     exists = True
     for i, elem in enumerate(loc):
-        if isinstance(node, dict) and isinstance(elem, str) and elem in node:
-            path.append(elem)
-            node = node[elem]
-        elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
+        in_mapping = isinstance(node, dict) and isinstance(elem, str) and elem in node
+        in_list = isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node)
+        if in_mapping or in_list:
             path.append(elem)
             node = node[elem]
         elif i == len(loc) - 1 and isinstance(node, dict) and isinstance(elem, str):
             exists = False  # a missing key: point at its parent mapping
-        else:
-            continue
+        # anything else is a union tag or member name pydantic adds, not a place in the document
     return tuple(path), exists
 
 
@@ -160,9 +158,19 @@ def diagnostics_from(exc: ValidationError, doc: Document, root: type[BaseModel],
             grouped[key] = []
             order.append(key)
         grouped[key].append({**err, "_path": path, "_exists": exists})
+    # A misspelt key ('tme') also makes the key it was meant to be ('time') missing: report the misspelling only.
+    unknown_at: dict[PathKey, list[str]] = {}
+    for key in order:
+        for e in grouped[key]:
+            if e["type"] == "extra_forbidden":
+                unknown_at.setdefault(e["_path"][:-1], []).append(str(e["loc"][-1]))
     out: list[Diagnostic] = []
     for key in order:
         errs = grouped[key]
+        if all(e["type"] == "missing" for e in errs):
+            missing = str(errs[0]["loc"][-1])
+            if any(did_you_mean(u, [missing]) for u in unknown_at.get(errs[0]["_path"], [])):
+                continue
         out.append(_one(errs, doc, root, condition_keys))
     return out
 
@@ -184,6 +192,10 @@ def _one(errs: list[dict[str, Any]], doc: Document, root: type[BaseModel],
         if code == "E112":
             value = _value_at(doc.data, path)
             message, hint = _condition_kind_problem(value, condition_keys)
+        at = (err.get("ctx") or {}).get("at")
+        if at is not None and isinstance(_value_at(doc.data, path), dict) and at in _value_at(doc.data, path):
+            path = (*path, str(at))
+            where = format_path(path)
         line, col = doc.positions.of_value(path)
         return Diagnostic(file, line, col, code, message, hint, where)
     if etype == "extra_forbidden":

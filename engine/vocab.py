@@ -74,8 +74,8 @@ def _conv(spec: Any) -> UnitConversion:
 
 def _terms(section: dict[str, Any]) -> dict[str, Term]:
     out: dict[str, Term] = {}
-    for key, spec in section.items():
-        spec = spec or {}
+    for key, raw in section.items():
+        spec = raw or {}
         out[key] = Term(key, spec.get("name", key), tuple(spec.get("synonyms", ()) or ()),
                         spec.get("interval_hours"))
     return out
@@ -129,6 +129,8 @@ class Vocabulary:
         self._route_names = self._name_index({t.id: (t.name, *t.synonyms) for t in self.routes.values()})
         self._freq_names = self._name_index({t.id: (t.name, *t.synonyms) for t in self.frequencies.values()})
         self._dx_names = self._name_index({t.id: (t.name, *t.synonyms) for t in self.diagnoses.values()})
+        self._manifestation_names = self._name_index(
+            {t.id: (t.name, *t.synonyms) for t in self.manifestations.values()})
         self._loinc = {code: a.id for a in self.analytes.values() for code in a.loinc}
 
     @staticmethod
@@ -158,6 +160,9 @@ class Vocabulary:
 
     def diagnosis_id(self, name: str) -> str | None:
         return self._dx_names.get(name.strip().lower())
+
+    def manifestation_id(self, name: str) -> str | None:
+        return self._manifestation_names.get(name.strip().lower())
 
     def analyte_for_loinc(self, code: str) -> str | None:
         return self._loinc.get(code.strip())

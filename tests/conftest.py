@@ -1,0 +1,48 @@
+"""Shared fixtures: the shipped knowledge base and the fixture knowledge bases under tests/fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import engine
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules"
+CASES = ROOT / "cases"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHARED = ROOT.parent / "shared"
+
+
+def fixture_kbs() -> list[Path]:
+    return sorted(p for p in FIXTURES.iterdir() if (p / "rules" / "knowledge-base.yaml").is_file())
+
+
+@pytest.fixture(scope="session")
+def kb() -> engine.KnowledgeBase:
+    return engine.load_knowledge_base(RULES)
+
+
+@pytest.fixture(scope="session")
+def language_kb() -> engine.KnowledgeBase:
+    return engine.load_knowledge_base(FIXTURES / "kb-language" / "rules")
+
+
+def write_kb(directory: Path, rules: dict[str, str], policy: str = "restrictive-wins") -> Path:
+    """A throw-away knowledge base: ``rules`` maps file names to YAML text."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "knowledge-base.yaml").write_text(
+        f"name: tmp\nversion: 1.0.0\ntitle: Temporary\nconflict_resolution: {policy}\n", encoding="utf-8")
+    for name, text in rules.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory
+
+
+def rule_text(rule_id: str, when: str, outcome: str = "derive: {fact: x}") -> str:
+    """A minimal valid rule file around a condition (YAML) and an outcome (YAML)."""
+    return (f"id: {rule_id}\nversion: 1.0.0\ntitle: {rule_id}\nstatus: active\n"
+            "description: A rule written by a test.\nevidence_level: case-report\n"
+            "sources:\n  - doi: 10.1002/pdi3.32\n    reference: \"Yang X, et al. Pediatr Discov 2023;1(3).\"\n"
+            "    reported: \"Used only by a test.\"\n"
+            f"when:\n  {when}\n{outcome}\n")

@@ -1,0 +1,178 @@
+"""The durable_rules traps (docs/design notes and what the differential test found), each pinned by a test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import engine
+from engine.durable_backend import MAX_FACTS, DurableBackend, fnv1_32, pattern_json, shard
+from engine.errors import EvaluationError
+from engine.facts import Fact
+from engine.ir import AnyOf, FieldRef, FieldTest, Pattern, Query
+
+from .conftest import CASES, RULES, fixture_kbs, rule_text, write_kb
+
+RAW_PROBE = textwrap.dedent("""
+    import json, sys, durable_rules_engine as d
+    x = json.loads(sys.argv[1])
+    rs = {"q": {"all": [{"a0": {"$and": [{"k": "anc"}, {"d": "mp"}]}}, {"x": x}], "cap": 1000},
+          "catch": {"all": [{"m": {"$ex": {"k": 1}}}], "cap": 1000}}
+    h = d.create_ruleset("r", json.dumps(rs))
+    facts = [{"id": "c", "sid": "s", "k": "anc", "d": "mp", "now": 100}]
+    facts += [{"id": str(i + 1), "sid": "s", "k": "obs", "an": "alt", "ts": 10, "te": te}
+              for i, te in enumerate(json.loads(sys.argv[2]))]
+    code, off = d.assert_facts(h, json.dumps(facts))
+    out = []
+    r = d.start_action_for_state(h, off)
+    r = r[1] if r else None
+    while r:
+        out += [f["x"]["id"] for f in json.loads(r).get("q", [])]
+        r = d.complete_and_start_action(h, off)
+    print(json.dumps(sorted(out)))
+""")
+REF = FieldTest("te", "gte", FieldRef("a0", "now"))
+OR = AnyOf(((FieldTest("an", "eq", "alt"),), (FieldTest("an", "eq", "ast"),)))
+
+
+def _probe(pattern: dict[str, object], ends: list[int]) -> tuple[int, list[str] | None]:
+    """Run one query in a fresh process (so a crash fails the test instead of killing the test run)."""
+    proc = subprocess.run([sys.executable, "-c", RAW_PROBE, json.dumps(pattern), json.dumps(ends)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    return proc.returncode, json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def _relating(test: object) -> bool:
+    return isinstance(test, dict) and any(isinstance(v, dict) for op in test.values() if isinstance(op, dict)
+                                          for v in op.values())
+
+
+def _check_order(pattern: dict[str, object]) -> None:
+    parts = pattern.get("$and", [pattern])
+    assert isinstance(parts, list)
+    relating = [i for i, t in enumerate(parts) if _relating(t)]
+    ors = [i for i, t in enumerate(parts) if isinstance(t, dict) and "$or" in t]
+    assert len(relating) != 1, f"a lone cross-fact test: {pattern}"
+    assert not ors or not relating or min(ors) > max(relating), f"$or before a cross-fact test: {pattern}"
+
+
+@pytest.mark.parametrize("rules", [RULES, *[d / "rules" for d in fixture_kbs()]], ids=lambda p: p.parent.name)
+def test_every_emitted_pattern_has_the_safe_shape(rules: Path) -> None:
+    """The engine mis-evaluates a lone cross-fact test that is false (it reads past its expression list) and
+    skips cross-fact tests written after a $or. No pattern we send may have either shape."""
+    kb = engine.load_knowledge_base(rules)
+    for q in kb.compiled.queries.values():
+        for _, p in (*q.joins, ("x", q.target)):
+            _check_order(pattern_json(p))
+
+
+def test_our_patterns_are_right_where_the_raw_engine_crashed() -> None:
+    ours = pattern_json(Pattern("obs", (FieldTest("an", "eq", "alt"), REF)))
+    assert _probe(ours, [50]) == (0, [])  # the configuration that segfaulted in 3 of 3 runs before the fix
+    assert _probe(ours, [50, 500]) == (0, ["2"])
+
+
+def test_an_or_before_a_cross_fact_test_silently_skips_it_in_the_raw_engine_but_not_ours() -> None:
+    naive = {"$and": [{"k": "obs"}, {"$or": [{"an": "alt"}, {"an": "ast"}]}, {"$gte": {"te": {"a0": "now"}}},
+                      {"$lte": {"ts": {"a0": "now"}}}]}
+    assert _probe(naive, [50, 500]) == (0, ["1", "2"]), "fact 1 ended at 50 < 100 yet matched: a test was skipped"
+    ours = pattern_json(Pattern("obs", (OR, REF, FieldTest("ts", "lte", FieldRef("a0", "now")))))
+    assert _probe(ours, [50, 500]) == (0, ["2"])
+
+
+def test_alternatives_may_not_relate_facts() -> None:
+    with pytest.raises(EvaluationError):
+        pattern_json(Pattern("obs", (AnyOf(((REF,), (FieldTest("d", "eq", "x"),))),)))
+
+
+def test_fact_ids_cannot_collide() -> None:
+    # our FNV-1 reproduces the collision the design notes measured in the engine
+    assert fnv1_32("lab-937") == fnv1_32("lab-423550")
+    ids = [str(i) for i in range(MAX_FACTS)] + ["c"] + [f"d{i}" for i in range(2000)]
+    assert len({fnv1_32(i) for i in ids}) == len(ids)
+
+
+def test_a_dropped_fact_is_an_error_not_a_silent_loss() -> None:
+    backend = DurableBackend({})
+    session = backend.open()
+    try:
+        with pytest.raises(EvaluationError, match=r"refused the facts|did not keep every fact"):
+            session.add([Fact("lab-937", {"k": "obs", "a": "ferritin", "v": 1.0, "ts": 0.0, "te": 0.0}, None),
+                         Fact("lab-423550", {"k": "obs", "a": "ferritin", "v": 2.0, "ts": 0.0, "te": 0.0}, None)])
+    finally:
+        session.close()
+        backend.close()
+
+
+def test_empty_batches_are_never_sent() -> None:
+    backend = DurableBackend({})
+    session = backend.open()
+    session.add([])
+    session.close()
+    backend.close()
+
+
+def test_sessions_are_deleted_so_thousands_of_evaluations_do_not_exhaust_the_engine(kb: engine.KnowledgeBase) -> None:
+    reaction = engine.load_case(CASES / "yang-2023-ecmo-tocilizumab.yaml")
+    quiet = engine.load_case(CASES / "controls" / "tocilizumab-no-reaction.yaml")
+    for i in range(2_500):  # above the engine's 1,024 live sessions
+        if i % 2:
+            assert kb.evaluate(quiet, "day 70 10:00").recommendations == ()
+        else:
+            assert "yang2023.tocilizumab-anaphylaxis" in kb.evaluate(reaction, "day 20 10:40").fired()
+
+
+def test_concurrent_callers_each_get_their_own_patient(kb: engine.KnowledgeBase) -> None:
+    cases = {
+        "wu": (engine.load_case(CASES / "wu-2025-ruxolitinib.yaml"), "day 16 08:00",
+               {"wu2025.consider-ruxolitinib", "wu2025.stop-tocilizumab"}),
+        "yang": (engine.load_case(CASES / "yang-2023-ecmo-tocilizumab.yaml"), "day 5 02:00",
+                 {"yang2023.consider-ecmo"}),
+        "quiet": (engine.load_case(CASES / "controls" / "tocilizumab-no-reaction.yaml"), "day 20", set()),
+    }
+    errors: list[str] = []
+
+    def worker(name: str) -> None:
+        snap, at, expected = cases[name]
+        for _ in range(150):
+            result = kb.evaluate(snap, at)
+            if result.fired() != expected or result.case_id != snap.id:
+                errors.append(f"{name}: {sorted(result.fired())}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in cases for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_many_patterns_on_one_branch_are_split_over_rulesets(tmp_path: Path) -> None:
+    """More than 64 patterns that can match one fact fail the engine's assert (error 303) in one ruleset."""
+    rules = {f"r{i}.yaml": rule_text(f"limit.r{i}", f"observation: {{analyte: ferritin, gt: {100 + i}, unit: ng/mL}}",
+                                     f"derive: {{fact: f{i}}}") for i in range(70)}
+    write_kb(tmp_path, rules)
+    kb = engine.load_knowledge_base(tmp_path)
+    backend = kb.backend("durable")
+    assert isinstance(backend, DurableBackend) and backend.shards >= 2
+    snap = engine.snapshot_from_dict({
+        "case": {"id": "limits", "title": "One ferritin matching every pattern"},
+        "patient": {"sex": "female", "age_years": 5}, "timeline": {"start": "2024-01-01"},
+        "observations": [{"analyte": "ferritin", "value": 5000, "unit": "ng/mL", "time": "day 1"}]})
+    for name in ("durable", "reference"):
+        result = kb.evaluate(snap, backend=name)  # type: ignore[arg-type]
+        assert {a.status for a in result.assessments} == {"met"} and len(result.assessments) == 70
+
+
+def test_shards_respect_every_limit() -> None:
+    queries = [Query(f"q{i}", (("clk", Pattern("clk")),), Pattern("obs", (FieldTest("a", "eq", "ferritin"),)))
+               for i in range(300)]
+    parts = shard(queries)
+    assert sum(len(p) for p in parts) == 300
+    assert all(len(p) <= 60 for p in parts)
