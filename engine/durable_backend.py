@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import durable_rules_engine as _dre
+import orjson
 
 from .errors import EvaluationError
 from .facts import Fact
@@ -192,8 +193,9 @@ class DurableSession:
         self.count += len(facts)
         if self.count > MAX_FACTS:
             raise EvaluationError(f"a snapshot of more than {MAX_FACTS} facts cannot be evaluated safely")
-        payload = json.dumps([{"id": f.id, "sid": self.sid, **f.data} for f in facts],
-                             ensure_ascii=False, allow_nan=False)
+        # orjson writes the same shortest round-trip numbers as json, several times faster. Every number is
+        # finite: ingest rejects NaN and infinity as impossible values.
+        payload = orjson.dumps([{"id": f.id, "sid": self.sid, **f.data} for f in facts]).decode()
         expected = {f.id for f in facts}
         for handle, aliases in self.backend.handles:
             try:
@@ -214,12 +216,17 @@ class DurableSession:
             result = _dre.start_action_for_state(handle, offset)
             messages = result[1] if result else None
             while messages:
-                for rule, frames in json.loads(messages).items():
-                    for frame in frames if isinstance(frames, list) else [frames]:
-                        if rule == CATCH_ALL:
-                            seen.add(str(frame["m"]["id"]))
-                        else:
-                            self.found[rule].add(tuple(str(frame[a]["id"]) for a in aliases[rule]))
+                for rule, batch in orjson.loads(messages).items():
+                    frames = batch if isinstance(batch, list) else [batch]
+                    if rule == CATCH_ALL:
+                        seen.update(frame["m"]["id"] for frame in frames)
+                        continue
+                    names = aliases[rule]
+                    found = self.found[rule]
+                    if len(names) == 1:
+                        found.update((frame["x"]["id"],) for frame in frames)
+                    else:
+                        found.update(tuple([frame[a]["id"] for a in names]) for frame in frames)
                 messages = _dre.complete_and_start_action(handle, offset)
         except _dre.error as exc:
             raise EvaluationError(f"the rule engine failed while reporting matches: {exc}") from exc

@@ -100,17 +100,25 @@ class RuleEvaluator:
         self.facts = facts
         self.now = now
         self.snapshot = snapshot
+        self.answers: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
 
     # --- one leaf --------------------------------------------------------------------------------------
-    def _ids(self, qid: str, leaf: Leaf, bindings: dict[str, Binding]) -> set[str]:
+    def _ids(self, qid: str, leaf: Leaf, bindings: dict[str, Binding]) -> frozenset[str]:
+        """Ids of the facts matching query ``qid`` with its anchors bound as in ``bindings``."""
         query = self.kb.queries[qid]
         to_rule = dict(leaf.anchors)
         positions = [(i, to_rule[a]) for i, a in enumerate(query.aliases[:-1]) if a in to_rule]
-        out: set[str] = set()
-        for tup in self.session.tuples(qid):
-            if all(bindings[alias].fact.id == tup[i] for i, alias in positions):
-                out.add(tup[-1])
-        return out
+        key = (qid, tuple(bindings[alias].fact.id for _, alias in positions))
+        found = self.answers.get(key)
+        if found is None:
+            tuples = self.session.tuples(qid)
+            if positions:
+                found = frozenset(t[-1] for t in tuples if all(t[i] == key[1][n] for n, (i, _) in
+                                                                enumerate(positions)))
+            else:
+                found = frozenset(t[-1] for t in tuples)
+            self.answers[key] = found
+        return found
 
     def leaf(self, lf: Leaf, bindings: dict[str, Binding], verdicts: dict[str, NodeResult]) -> \
             tuple[NodeResult, Binding | None]:
@@ -125,9 +133,10 @@ class RuleEvaluator:
             if start > self.now:
                 return NodeResult(lf, "false", note="its time window has not started by the evaluation time"), None
         scope = sorted((self.facts[i] for i in self._ids(lf.scope, lf, bindings)), key=_order_key)
-        match_ids = self._ids(lf.match, lf, bindings) if lf.match is not None else {f.id for f in scope}
+        match_ids = self._ids(lf.match, lf, bindings) if lf.match is not None else frozenset(f.id for f in scope)
         matched = [f for f in scope if f.id in match_ids]
-        undecided = [f for f in scope if f.id not in match_ids and any(k not in f.data for k in lf.undecidable)]
+        undecided = [f for f in scope if f.id not in match_ids and any(k not in f.data for k in lf.undecidable)] \
+            if lf.undecidable else []
         section_unknown = lf.section in self.snapshot.unknown_sections
         open_world = lf.world == "open" or section_unknown
         no_data = tuple(lf.missing) if lf.world == "open" else (
@@ -244,8 +253,10 @@ class RuleEvaluator:
             child = self.node(node.child, bindings, verdicts)
             flipped: Verdict = {"true": "false", "false": "true", "unknown": "unknown"}[child.verdict]  # type: ignore[assignment]
             return NodeResult(node, flipped, missing=child.missing, children=(child,))
-        kids = tuple(self.node(c, bindings, verdicts) for c in node.children)
-        counts = {v: sum(1 for k in kids if k.verdict == v) for v in ("true", "false", "unknown")}
+        kids = tuple([self.node(c, bindings, verdicts) for c in node.children])
+        counts = {"true": 0, "false": 0, "unknown": 0}
+        for k in kids:
+            counts[k.verdict] += 1
         unknown_missing = _dedupe(m for k in kids if k.verdict == "unknown" for m in k.missing)
         verdict: Verdict
         if isinstance(node, All):

@@ -10,6 +10,7 @@ decided afterwards in ordinary Python (``engine.evaluate``), never inside the Re
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,7 +60,7 @@ class Query:
     joins: tuple[tuple[str, Pattern], ...]  # other facts the target is related to, in order
     target: Pattern  # bound to alias "x"
 
-    @property
+    @functools.cached_property
     def aliases(self) -> tuple[str, ...]:
         return (*(a for a, _ in self.joins), "x")
 
