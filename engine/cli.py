@@ -26,6 +26,7 @@ examples:
   mascds validate rules
   mascds test cases
   mascds explain cases/wu-2025-ruxolitinib.yaml wu2025.consider-ruxolitinib --at "day 11 16:00"
+  mascds schema rule --output schemas/rule.schema.json
 """
 
 
@@ -93,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--at", metavar="TIME", help="evaluation time (default: the last event)")
     ex.add_argument("--lang", choices=("en", "zh-CN"), default="en", help="language of rule text")
     _common(ex)
+
+    sc = sub.add_parser("schema", help="write the JSON Schema of rule, case or knowledge-base files",
+                        description="Write a JSON Schema generated from the models, for editors "
+                        "(VS Code's YAML extension reads it through the modeline in each file).",
+                        epilog="examples:\n  mascds schema rule --output schemas/rule.schema.json\n"
+                        "  mascds schema case > case.schema.json", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sc.add_argument("kind", choices=("rule", "case", "knowledge-base"), help="which file format")
+    sc.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
     return parser
 
 
@@ -203,7 +212,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"evaluate": cmd_evaluate, "validate": cmd_validate, "test": cmd_test, "explain": cmd_explain}
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schemas import generate_text
+
+    text = generate_text(args.kind)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+COMMANDS = {"evaluate": cmd_evaluate, "validate": cmd_validate, "test": cmd_test, "explain": cmd_explain,
+            "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

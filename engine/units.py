@@ -1,4 +1,4 @@
-"""Unit normalisation through the reviewed table (``engine/vocab``), never a generic library.
+"""Unit normalisation through the reviewed table (``engine/data/``), never a generic library.
 
 Values are converted with exact fractions and rounded once, to 10 significant digits, so that writing a
 case in other units (156 mg/dL as 1.76124 mmol/L) gives back the same canonical number and no boundary

@@ -1,5 +1,5 @@
 """The closed registries (analytes, units, drugs, terms), loaded once from the reviewed tables in
-``engine/vocab/``. Everything a rule or case names is resolved here; an unknown name is an error with a
+``engine/data/``. Everything a rule or case names is resolved here; an unknown name is an error with a
 did-you-mean, never a silent pass-through.
 """
 
@@ -62,7 +62,7 @@ class Term:
 
 
 def _read(name: str) -> Any:
-    text = resources.files("engine").joinpath("vocab", name).read_text(encoding="utf-8")
+    text = resources.files("engine").joinpath("data", name).read_text(encoding="utf-8")
     return yaml.load(text, Loader=_Loader)
 
 

@@ -90,3 +90,19 @@ def test_load_errors_are_collected_and_sorted(tmp_path: Path) -> None:
     with pytest.raises(engine.LoadError) as err:
         engine.load_knowledge_base(ROOT / "tests" / "rule_errors" / "E200-duplicate-id")
     assert [d.code for d in err.value.diagnostics] == ["E208"]  # no manifest in that folder
+
+
+def test_every_diagnostic_code_is_documented() -> None:
+    from engine.errors import CODES
+
+    doc = (ROOT / "docs" / "error-codes.md").read_text()
+    for code, title in CODES.items():
+        assert f"| {code} | {title} |" in doc, code
+
+
+def test_committed_schemas_match_the_models() -> None:
+    from engine.schemas import KINDS, generate_text
+
+    for kind in KINDS:
+        assert (ROOT / "schemas" / f"{kind}.schema.json").read_text() == generate_text(kind), (
+            f"schemas/{kind}.schema.json is stale: run mascds schema {kind} --output schemas/{kind}.schema.json")

@@ -152,7 +152,7 @@ def test_explain_shows_each_condition_with_values_and_what_is_missing(capsys: py
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    for command in ("evaluate", "validate", "test", "explain"):
+    for command in ("evaluate", "validate", "test", "explain", "schema"):
         proc = subprocess.run([sys.executable, "-m", "engine.cli", command, "--help"], capture_output=True, text=True,
                               check=False)
         assert proc.returncode == 0 and "example" in proc.stdout and "mascds" in proc.stdout

@@ -1,0 +1,1 @@
+"""Reviewed vocabulary tables (YAML), read by engine.vocab."""
