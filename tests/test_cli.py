@@ -161,11 +161,12 @@ def test_every_command_has_help_with_an_example() -> None:
 def test_internal_errors_never_show_a_traceback(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from engine import cli
+    from engine.commands import validate
 
     def boom(args: object) -> int:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setitem(cli.COMMANDS, "validate", boom)
+    monkeypatch.setattr(validate, "run", boom)
     code = cli.main(["validate"])
     err = capsys.readouterr().err
     assert code == 70 and "internal error: RuntimeError: unexpected" in err and "Traceback" not in err

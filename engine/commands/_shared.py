@@ -1,0 +1,65 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..kb import KnowledgeBase
+
+EXIT_OK, EXIT_INPUT, EXIT_TEST_FAILED, EXIT_EVALUATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3, 64, 70
+
+
+def add_rules(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", metavar="DIR", help="knowledge base directory (default: $MASCDS_RULES or ./rules)")
+    p.add_argument("--drafts", action="store_true", help="also evaluate rules with status: draft")
+
+
+def add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+
+
+def add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("durable", "reference"), default="durable",
+                   help="matching backend: durable_rules (default) or the plain-Python reference")
+
+
+def add_lang(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lang", choices=("en", "zh-CN"), default="en", help="language of rule text (default en)")
+
+
+def add_color(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-color", action="store_true", help="plain text without colour")
+
+
+def color(args: argparse.Namespace) -> bool | None:
+    if getattr(args, "no_color", False) or os.environ.get("NO_COLOR"):
+        return False
+    return None
+
+
+def width() -> int:
+    try:
+        return max(80, min(os.get_terminal_size().columns, 140))
+    except OSError:
+        return 100
+
+
+def print_diagnostics(diags: Sequence[Any]) -> None:
+    for d in diags:
+        print(d.format(), file=sys.stderr)
+
+
+def dump_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def load_kb(args: argparse.Namespace) -> KnowledgeBase:
+    from ..kb import load_knowledge_base
+
+    return load_knowledge_base(args.rules, include_drafts=args.drafts)

@@ -1,0 +1,56 @@
+"""mascds explain: why a rule fired or did not."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ._shared import (
+    EXIT_OK,
+    add_backend,
+    add_color,
+    add_format,
+    add_lang,
+    add_rules,
+    color,
+    load_kb,
+    width,
+)
+
+NAME = "explain"
+HELP = "show why a rule fired or did not"
+DESCRIPTION = "Show a rule's conditions one by one with their verdicts, the values seen and what is missing."
+EXAMPLES = [
+    "mascds explain cases/wu-2025-ruxolitinib.yaml wu2025.consider-ruxolitinib --at 'day 16 08:00'",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("case", help="case file (YAML)")
+    p.add_argument("rule_id", help="rule id")
+    p.add_argument("--at", metavar="TIME", help="evaluation time (default: the last event)")
+    add_lang(p)
+    add_rules(p)
+    add_format(p)
+    add_backend(p)
+    add_color(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..explain import check_rule_id, explain_result
+    from ..ingest import load_case
+    from ..rulemodel import text_in
+
+    kb = load_kb(args)
+    check_rule_id(args.rule_id, kb.rule_ids)
+    snap = load_case(args.case)
+    result = kb.evaluate(snap, args.at, backend=args.backend, lang=args.lang)
+    rule = kb.compiled.models[args.rule_id]
+    exp = explain_result(result, args.rule_id, text_in(rule.title, args.lang), rule.version,
+                         kb.compiled.files[args.rule_id].file)
+    if args.format == "json":
+        print(json.dumps(exp.to_json(), ensure_ascii=False, indent=2))
+    else:
+        sys.stdout.write(exp.render_text(width=width(), color=color(args)))
+    return EXIT_OK
