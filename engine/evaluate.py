@@ -468,7 +468,8 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         as_of=iso(as_of), as_of_epoch=as_of, case_id=snapshot.id, case_title=snapshot.title,
         case_source=snapshot.source, timeline_start=snapshot.start, knowledge_base=info, backend=backend_name,
         lang=lang, recommendations=tuple(recs), assessments=tuple(assessments), indeterminate=tuple(undecided),
-        errors=tuple(errors), warnings=snapshot.warnings, complete=not snapshot.unknown_sections,
+        errors=tuple(errors), warnings=snapshot.warnings,
+        complete=not snapshot.unknown_sections and not snapshot.input_errors, input_errors=snapshot.input_errors,
         traces=traces, derived_facts=derived_facts,
     )
 

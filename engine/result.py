@@ -192,6 +192,7 @@ class Result:
     errors: tuple[RuleError, ...]
     warnings: tuple[str, ...] = ()
     complete: bool = True
+    input_errors: tuple[str, ...] = ()
     traces: dict[str, NodeResult] = field(default_factory=dict, compare=False, repr=False)
     derived_facts: dict[str, Fact] = field(default_factory=dict, compare=False, repr=False)
 
@@ -212,6 +213,7 @@ class Result:
             "assessments": [a.to_json() for a in self.assessments],
             "indeterminate": [u.to_json() for u in self.indeterminate],
             "errors": [e.to_json() for e in self.errors],
+            "input_errors": list(self.input_errors),
             "warnings": list(self.warnings),
         }
 

@@ -111,7 +111,11 @@ class Snapshot:
     unknown_sections: frozenset[str] = frozenset()
     expectations: tuple[Expectation, ...] = ()
     source: str = ""
+    # Input that was recorded but could not be used (an unmapped resource or code): reported, not fatal.
     warnings: tuple[str, ...] = field(default=())
+    # Entries that were wrong (an Observation with an unknown unit): left out and reported; the result is then
+    # marked incomplete, because a rule may have needed them.
+    input_errors: tuple[str, ...] = field(default=())
 
     def event_times(self) -> list[int]:
         """Every time something happens in the record, sorted."""
