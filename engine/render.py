@@ -110,8 +110,8 @@ def render_text(result: Result, width: int | None = None, color: bool | None = N
     if not result.complete:
         console.print(Text("The record is incomplete: some sections were not provided; rules that need them are "
                            "undecided.", style="bold yellow"))
-    for e in result.input_errors:
-        console.print(Text(f"left out: {e}", style="bold red"))
+    for problem in result.input_errors:
+        console.print(Text(f"left out: {problem}", style="bold red"))
     if result.input_errors:
         console.print(Text("The record had entries that could not be used: the answer below may be incomplete.",
                            style="bold yellow"))
