@@ -153,8 +153,12 @@ class Expectation(CaseModel):
     not_fires: list[str] = Field(default_factory=list, description="Rules that must not fire.")
     indeterminate: list[str] = Field(default_factory=list, description="Rules that must be undecided.")
     suppressed: list[str] = Field(default_factory=list, description="Recommendations that must be suppressed.")
-    assessments: dict[str, Literal["met", "not_met", "indeterminate"]] = Field(
-        default_factory=dict, description="Derived facts and the status each must have.")
+    suppressed_actions: dict[str, list[str]] = Field(
+        default_factory=dict, description="Rule id -> action targets whose actions must have lost a conflict "
+        "(the recommendation itself may still stand), e.g. {acr2021.consider-il1-il6-blockade: [il6-inhibitor]}.")
+    assessments: dict[str, Literal["met", "not_met", "indeterminate", "met_unreliable", "not_met_unreliable"]] = \
+        Field(default_factory=dict, description="Derived facts and the status each must have (a status with "
+              "_unreliable: the result holds but a caveat applies, e.g. the 2016 criteria under tocilizumab).")
 
 
 SECTION_NAMES = ("diagnoses", "observations", "findings", "medications", "orders", "reactions", "organ_support")

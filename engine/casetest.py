@@ -27,7 +27,7 @@ class Check:
     at: str
     when: str
     note: str
-    claim: str  # fires | not_fires | indeterminate | suppressed | assessment
+    claim: str  # fires | not_fires | indeterminate | suppressed | suppressed_action | assessment
     subject: str  # rule id or derived fact
     expected: str
     actual: str
@@ -82,6 +82,17 @@ def rule_state(result: Result, rule_id: str) -> str:
     return "not fired"
 
 
+def action_state(result: Result, rule_id: str, target: str) -> str:
+    """suppressed | standing | no such action | rule not fired, for one action of a recommendation."""
+    rec = next((r for r in result.recommendations if r.rule_id == rule_id), None)
+    if rec is None:
+        return "rule not fired"
+    act = next((a for a in rec.actions if a.target == target), None)
+    if act is None:
+        return "no such action"
+    return "standing" if act.suppressed_by is None else "suppressed"
+
+
 def check_expectation(snap: Snapshot, exp: Expectation, result: Result) -> list[Check]:
     at = iso(exp.at)
     when = relative_label(exp.at, snap.start)
@@ -99,7 +110,9 @@ def check_expectation(snap: Snapshot, exp: Expectation, result: Result) -> list[
         add("indeterminate", rid, "undecided", rule_state(result, rid))
     for rid in exp.suppressed:
         add("suppressed", rid, "suppressed", rule_state(result, rid))
-    statuses = {a.fact: a.status for a in result.assessments}
+    for rid, target in exp.suppressed_actions:
+        add("suppressed_action", f"{rid} -> {target}", "suppressed", action_state(result, rid, target))
+    statuses = {a.fact: a.status if a.reliable else f"{a.status}_unreliable" for a in result.assessments}
     for fact, status in exp.assessments:
         add("assessment", fact, status, statuses.get(fact, "not derived by this knowledge base"))
     return out
@@ -111,7 +124,8 @@ def _unknown_ids(snap: Snapshot, kb: KnowledgeBase) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for exp in snap.expectations:
         file, line, col = exp.ref.rsplit(":", 2)
-        for rid in (*exp.fires, *exp.not_fires, *exp.indeterminate, *exp.suppressed):
+        for rid in (*exp.fires, *exp.not_fires, *exp.indeterminate, *exp.suppressed,
+                    *(rid for rid, _ in exp.suppressed_actions)):
             if rid not in known_rules:
                 out.append(Diagnostic(file, int(line), int(col), "E401", f"unknown rule '{rid}'",
                                       did_you_mean(rid, known_rules) or "check the rule id"))

@@ -10,7 +10,8 @@ from .load import LoadedRules, RuleFile
 from .rulemodel import DerivedSpec, LocalText, ObservationSpec, Rule
 from .source import PathKey, format_path
 from .templates import FIELDS, TemplateError, parse
-from .tree import Site, bound_when_true, definers, guaranteed_before, references, sites
+from .tree import Site, bound_when_true, definers, derived_uses, extra_trees, guaranteed_before, references, sites
+from .vocab import vocabulary
 
 
 def _diag(rf: RuleFile, path: PathKey, code: str, message: str, hint: str = "", key: bool = False) -> Diagnostic:
@@ -56,6 +57,14 @@ def check_rule(rf: RuleFile) -> list[Diagnostic]:
                 out.append(_diag(rf, ref.path, "E107",
                                  f"'{ref.alias}' is a {leaf.kind} condition and has no value to compare with",
                                  "compare with an observation or a derived score"))
+    for cond, path in extra_trees(rule):
+        for site in sites(cond, path):
+            named = [(site.alias, (*site.spec_path, "as"))] if site.alias else []
+            named += [(r.alias, r.path) for r in references(site)]
+            for alias, where in named:
+                out.append(_diag(rf, where, "E204", f"'{alias}': score terms and caveats cannot name or use "
+                                 "other facts", "write the condition on its own, without as/after/before/ref"))
+    out.extend(_unit_warnings(rf))
     if rule.recommend is not None:
         texts: list[tuple[PathKey, str]] = []
         rationale = rule.recommend.rationale
@@ -67,6 +76,30 @@ def check_rule(rf: RuleFile) -> list[Diagnostic]:
             texts.append((("recommend", "rationale"), rationale))
         for path, text in texts:
             out.extend(_check_template(rf, path, text, defined, kinds))
+    return out
+
+
+def _unit_warnings(rf: RuleFile) -> list[Diagnostic]:
+    """Thresholds written in another unit than the analyte's canonical one are converted exactly; say so."""
+    vocab = vocabulary()
+    rule = rf.rule
+    found: list[tuple[str, str, PathKey]] = []
+    trees = [(rule.when, ("when",)), *extra_trees(rule)]
+    for cond, path in trees:
+        for site in sites(cond, path):
+            if isinstance(site.spec, ObservationSpec) and site.spec.unit is not None:
+                found.append((site.spec.analyte, site.spec.unit, (*site.spec_path, "unit")))
+    if rule.derive is not None and rule.derive.score is not None:
+        for i, term in enumerate(rule.derive.score.terms):
+            if term.value is not None and term.value.unit is not None:
+                found.append((term.value.analyte, term.value.unit, ("derive", "score", "terms", i, "value", "unit")))
+    out = []
+    for analyte, unit, path in found:
+        a = vocab.analytes[analyte]
+        if vocab.unit_code(unit) != a.canonical:
+            d = _diag(rf, path, "E115", f"{a.name} is compared in {vocab.display_unit(a.canonical)}; thresholds "
+                      f"written in {unit} are converted exactly", "fine when the source publishes this unit")
+            out.append(Diagnostic(d.file, d.line, d.col, d.code, d.message, d.hint, d.path, "warning"))
     return out
 
 
@@ -94,10 +127,6 @@ def _check_template(rf: RuleFile, path: PathKey, text: str, defined: dict[str, S
             out.append(_diag(rf, path, "E205", f"'{part.field}' is not a field of a {kinds[part.alias].kind} match",
                              did_you_mean(part.field, allowed) or "fields: " + ", ".join(allowed)))
     return out
-
-
-def derived_uses(rule: Rule) -> list[tuple[str, PathKey]]:
-    return [(s.spec.fact, (*s.spec_path, "fact")) for s in sites(rule.when) if isinstance(s.spec, DerivedSpec)]
 
 
 def check_knowledge_base(loaded: LoadedRules, include_drafts: bool = True) -> list[Diagnostic]:

@@ -8,6 +8,7 @@ rules. Rules are ordered in strata so a rule runs after every rule whose derived
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,11 @@ from .ir import (
     Any_,
     AnyOf,
     AtLeast,
+    BandRule,
     Bound,
+    CompiledCaveat,
     CompiledRule,
+    CompiledScore,
     FieldRef,
     FieldTest,
     Leaf,
@@ -40,11 +44,13 @@ from .ir import (
     Op,
     Pattern,
     Query,
+    ScoreTerm,
     Selector,
 )
 from .load import LoadedRules, RuleFile
 from .rulemodel import (
     Anchor,
+    Band,
     Count,
     DerivedSpec,
     DiagnosisSpec,
@@ -55,15 +61,18 @@ from .rulemodel import (
     OrderSpec,
     OrganSupportSpec,
     PatientSpec,
+    Ratio,
     ReactionSpec,
     Ref,
     Rule,
+    Score,
+    ValueInput,
     WindowFields,
 )
 from .source import format_path
 from .times import describe_duration, parse_duration
-from .tree import Definer, Site, children, definers, kind_of, sites
-from .units import parse_dose
+from .tree import Definer, Site, children, definers, derived_uses, kind_of, sites
+from .units import parse_dose, to_canonical
 from .vocab import vocabulary
 
 OP_TEXT = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "eq": "="}
@@ -181,9 +190,83 @@ class _RuleCompiler:
         self.definers = definers(site_list)[0]
         all_sites = {s.path: s for s in site_list}
         root = self._node(rule.when, ("when",), all_sites)
-        uses = frozenset(s.spec.fact for s in all_sites.values() if isinstance(s.spec, DerivedSpec))
+        score = None
+        caveats: list[CompiledCaveat] = []
+        if rule.derive is not None:
+            if rule.derive.score is not None:
+                score = self._score(rule.derive.score)
+            elif rule.derive.ratio is not None:
+                score = self._ratio(rule.derive.ratio)
+            for i, caveat in enumerate(rule.derive.caveats):
+                caveats.append(CompiledCaveat(self._tree(caveat.when, ("derive", "caveats", i, "when")),
+                                              tuple(caveat.applies_to), caveat.text))
+        uses = frozenset(fact for fact, _ in derived_uses(rule))
         return CompiledRule(rule.id, rule.version, self.rf.file, rule.status, self.stratum, root,
-                            rule.derive.fact if rule.derive else None, uses, dict(self.alias_leaf))
+                            rule.derive.fact if rule.derive else None, uses, dict(self.alias_leaf), score,
+                            tuple(caveats))
+
+    # --- scores ----------------------------------------------------------------------------------------
+    def _tree(self, cond: Any, path: tuple[Any, ...]) -> Node:
+        return self._node(cond, path, {s.path: s for s in sites(cond, path)})
+
+    def _value_leaf(self, value: ValueInput, path: tuple[Any, ...]) -> Leaf:
+        spec = ObservationSpec.model_validate({"analyte": value.analyte, "within": value.within,
+                                               "which": value.which})
+        return self._leaf(Site("observation", spec, None, path, (), 0))
+
+    def _bands(self, bands: list[Band], analyte: str | None, unit: str | None) -> tuple[BandRule, ...]:
+        def bound(x: float | int | None) -> Fraction | None:
+            if x is None:
+                return None
+            if analyte is not None and unit is not None:
+                return Fraction(str(to_canonical(analyte, x, unit)))
+            return Fraction(str(x))
+
+        out = []
+        for b in bands:
+            if b.eq is not None:
+                out.append(BandRule(bound(b.eq), True, bound(b.eq), True, Fraction(str(b.points))))
+                continue
+            lower, lower_inc = (b.gte, True) if b.gte is not None else (b.gt, False)
+            upper, upper_inc = (b.lte, True) if b.lte is not None else (b.lt, False)
+            out.append(BandRule(bound(lower), lower_inc, bound(upper), upper_inc, Fraction(str(b.points))))
+        return tuple(out)
+
+    def _plausible(self, analyte: str) -> tuple[Fraction, Fraction]:
+        lo, hi = self.vocab.analytes[analyte].plausible
+        return Fraction(str(lo)), Fraction(str(hi))
+
+    def _score(self, score: Score) -> CompiledScore:
+        terms = []
+        for i, term in enumerate(score.terms):
+            path = ("derive", "score", "terms", i)
+            weight = Fraction(str(term.weight)) if term.weight is not None else None
+            points = Fraction(str(term.points)) if term.points is not None else None
+            if term.value is not None:
+                leaf = self._value_leaf(term.value, (*path, "value"))
+                bands = self._bands(term.bands or [], term.value.analyte, term.value.unit)
+                label = term.label or self.vocab.analytes[term.value.analyte].name
+                terms.append(ScoreTerm(label, "value", leaf, (), weight, None, bands,
+                                       self._plausible(term.value.analyte)))
+            elif term.if_ is not None:
+                node = self._tree(term.if_, (*path, "if"))
+                terms.append(ScoreTerm(term.label or _node_words(node), "if", None, (node,), weight, points, ()))
+            else:
+                assert term.count is not None
+                nodes = tuple(self._tree(c, (*path, "count", j)) for j, c in enumerate(term.count))
+                bands = self._bands(term.bands or [], None, None)
+                terms.append(ScoreTerm(term.label or "count of " + "; ".join(_node_words(n) for n in nodes),
+                                       "count", None, nodes, weight, None, bands))
+        return CompiledScore("sum", tuple(terms), Fraction(str(score.constant)), score.cutoff,
+                             tuple(score.interpretation))
+
+    def _ratio(self, ratio: Ratio) -> CompiledScore:
+        terms = []
+        for name, value in (("numerator", ratio.numerator), ("denominator", ratio.denominator)):
+            leaf = self._value_leaf(value, ("derive", "ratio", name))
+            terms.append(ScoreTerm(self.vocab.analytes[value.analyte].name, "value", leaf, (), None, None, (),
+                                   self._plausible(value.analyte)))
+        return CompiledScore("ratio", tuple(terms), Fraction(0), ratio.cutoff, ())
 
     def _node(self, cond: Any, path: tuple[Any, ...], all_sites: dict[Any, Site]) -> Node:
         kind = kind_of(cond)
@@ -219,6 +302,9 @@ class _RuleCompiler:
         if spec.within is not None:
             bounds.append(("lo", CLOCK, "now", -float(parse_duration(spec.within))))
             words.append(f"in the last {describe_duration(parse_duration(spec.within))}")
+        if spec.started_before is not None:
+            bounds.append(("hi", CLOCK, "now", -float(parse_duration(spec.started_before))))
+            words.append(f"started at least {describe_duration(parse_duration(spec.started_before))} ago")
         if active:
             bounds.append(("lo", CLOCK, "now", 0.0))
             bounds.append(("hi", CLOCK, "now", 0.0))
@@ -259,22 +345,30 @@ class _RuleCompiler:
         if isinstance(spec, ObservationSpec):
             analyte = v.analytes[spec.analyte]
             unit = v.display_unit(analyte.canonical)
-            values = [FieldTest("v", op, self._operand(value, "v")) for op, value in spec.comparisons()]
+            written = spec.unit or analyte.canonical
+
+            def canonical(value: float | int | Ref) -> float | FieldRef:
+                if isinstance(value, Ref) or spec.unit is None:
+                    return self._operand(value, "v")
+                return to_canonical(spec.analyte, value, spec.unit)  # exact, as patient values are
+
+            values = [FieldTest("v", op, canonical(value)) for op, value in spec.comparisons()]
             value_text = " and ".join(
-                f"{OP_TEXT[op]} {value.ref if isinstance(value, Ref) else f'{value:g} {unit}'}"
+                f"{OP_TEXT[op]} {value.ref if isinstance(value, Ref) else f'{value:g} {v.display_unit(written)}'}"
                 for op, value in spec.comparisons())
+            del unit
             if spec.trend is not None:
                 sel = Selector("trend", direction=spec.trend)
             elif spec.count is not None:
                 op, n = _count(spec.count)
                 sel = Selector("count", op, n)
             else:
-                sel = Selector(spec.which or "latest")
+                sel = _which(spec.which, "latest")
             return _LeafParts(OBS, "open", [FieldTest("a", "eq", spec.analyte)], values, sel, (), analyte.name,
                               value_text, analyte.name)
         if isinstance(spec, FindingSpec):
             name = v.findings[spec.code].name
-            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "latest")
+            sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "latest")
             return _LeafParts(FINDING, "open", [FieldTest("code", "eq", spec.code)],
                               [FieldTest("p", "eq", 1.0 if spec.present else 0.0)], sel, (), name,
                               "present" if spec.present else "absent", name)
@@ -306,7 +400,7 @@ class _RuleCompiler:
             return _LeafParts(COURSE if level == "course" else ADMIN, "closed", identity, dose_tests, sel, undecidable,
                               subject, value_text, "medications")
         if isinstance(spec, OrderSpec):
-            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
+            sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "any")
             return _LeafParts(ORDER, "closed", [self._drug_test(spec.drug, spec.class_)],
                               [_one_of("st", tuple(spec.status))] if set(spec.status) != {"draft", "active"} else [],
                               sel, (), "order for " + self._drug_words(spec.drug, spec.class_),
@@ -321,26 +415,38 @@ class _RuleCompiler:
                 rank = float(v.severities.index(spec.severity.gte or spec.severity.eq or ""))
                 vals.append(FieldTest("sev", "gte" if spec.severity.gte else "eq", rank))
                 words.append(f"severity {'≥ ' if spec.severity.gte else ''}{spec.severity.gte or spec.severity.eq}")
-            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
+            sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "any")
             return _LeafParts(REACTION, "closed", [self._drug_test(spec.drug, spec.class_)], vals, sel, (),
                               "reaction to " + self._drug_words(spec.drug, spec.class_), ", ".join(words),
                               "adverse reactions")
         if isinstance(spec, OrganSupportSpec):
-            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
+            sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "any")
             return _LeafParts(SUPPORT, "closed", [FieldTest("sk", "eq", spec.kind)], [], sel, (),
                               v.organ_support[spec.kind].name, "", "organ support")
         if isinstance(spec, DiagnosisSpec):
-            sel = Selector("count", *_count(spec.count)) if spec.count else Selector(spec.which or "any")
+            sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "any")
             return _LeafParts(DIAGNOSIS, "closed", [FieldTest("code", "eq", spec.code)], [], sel, (),
                               f"{v.diagnoses[spec.code].name}", "", "diagnoses")
         if isinstance(spec, DerivedSpec):
-            values = [FieldTest("st", "eq", "met" if spec.is_ == "met" else "not_met")]
-            values += [FieldTest("v", op, self._operand(value, "v")) for op, value in spec.comparisons()]
-            text = ("met" if spec.is_ == "met" else "not met")
+            status = spec.status_test()
+            values = [FieldTest("st", "eq", status)] if status is not None else []
+            for op, value in spec.comparisons():
+                # The Rete matches when the whole range of the value passes; "maybe" is decided in evaluate.
+                operand = self._operand(value, "v")
+                if isinstance(operand, FieldRef):
+                    values.append(FieldTest("v", op, operand))
+                elif op in ("gt", "gte"):
+                    values.append(FieldTest("lo", op, operand))
+                elif op in ("lt", "lte"):
+                    values.append(FieldTest("hi", op, operand))
+                else:
+                    values += [FieldTest("lo", "eq", operand), FieldTest("hi", "eq", operand)]
+            words = [] if status is None else [status.replace("_", " ")]
             if spec.comparisons():
-                text += ", value " + " and ".join(f"{OP_TEXT[op]} {value}" for op, value in spec.comparisons())
-            return _LeafParts(DERIVED, "closed", [FieldTest("n", "eq", spec.fact)], values, Selector("derived"),
-                              ("v",) if spec.comparisons() else (), spec.fact, text, spec.fact)
+                words.append("value " + " and ".join(f"{OP_TEXT[op]} {value}" for op, value in spec.comparisons()))
+            sel = Selector("derived", *(spec.comparisons()[0][0:1] if len(spec.comparisons()) == 1 else ()))
+            return _LeafParts(DERIVED, "closed", [FieldTest("n", "eq", spec.fact)], values, sel,
+                              ("lo",) if spec.comparisons() else (), spec.fact, ", ".join(words), spec.fact)
         if isinstance(spec, PatientSpec):
             values = []
             words = []
@@ -377,7 +483,7 @@ class _RuleCompiler:
             return Selector("nth", n=spec.nth_course)
         if spec.count is not None:
             return Selector("count", *_count(spec.count))
-        return Selector(spec.which or "any")
+        return _which(spec.which, "any")
 
     def _drug_test(self, drug: str | None, cls: str | None) -> FieldTest | AnyOf:
         if drug is not None:
@@ -490,7 +596,9 @@ class _RuleCompiler:
             missing=missing,
             undecided=undecided,
             derived_fact=spec.fact if isinstance(spec, DerivedSpec) else None,
-            is_met=(spec.is_ == "met") if isinstance(spec, DerivedSpec) else True,
+            derived_status=spec.status_test() if isinstance(spec, DerivedSpec) else None,
+            derived_values=tuple((op, float(v)) for op, v in spec.comparisons() if not isinstance(v, Ref))
+            if isinstance(spec, DerivedSpec) else (),
             line=line,
             col=col,
         )
@@ -531,6 +639,20 @@ class _RuleCompiler:
         return tuple(out), tuple(values)
 
 
+def _which(which: str | None, default: str) -> Selector:
+    mode = {"highest": "max", "lowest": "min"}.get(which or default, which or default)
+    return Selector(mode)  # type: ignore[arg-type]  # the rule model allows only valid names
+
+
+def _node_words(node: Node) -> str:
+    if isinstance(node, Leaf):
+        return node.label
+    if isinstance(node, Not):
+        return f"not ({_node_words(node.child)})"
+    joiner = " and " if isinstance(node, All) else " or "
+    return "(" + joiner.join(_node_words(c) for c in node.children) + ")"
+
+
 def _strata(rules: list[RuleFile]) -> dict[str, int]:
     producers = {rf.rule.derive.fact: rf for rf in rules if rf.rule.derive is not None}
     memo: dict[str, int] = {}
@@ -540,9 +662,9 @@ def _strata(rules: list[RuleFile]) -> dict[str, int]:
         if rid in memo:
             return memo[rid]
         best = 0
-        for s in sites(rf.rule.when):
-            if isinstance(s.spec, DerivedSpec) and s.spec.fact in producers:
-                producer = producers[s.spec.fact]
+        for fact, _ in derived_uses(rf.rule):
+            if fact in producers:
+                producer = producers[fact]
                 if producer.rule.id in stack:  # cycles are reported by the check stage
                     continue
                 best = max(best, 1 + depth(producer, stack | {rid}))

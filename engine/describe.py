@@ -113,7 +113,7 @@ def fact_text(fact: Fact, start: int | None) -> str:
         if kind == COURSE:
             return f"{name}{route}{dose} {freq}{label}: {when(fact, start)}{mark}"
         n = (fact.extra or {}).get("dose_number")
-        return f"{name}{route}{dose} dose {n} at {when(fact, start)}{mark}"
+        return f"{name}{route}{dose}, dose no. {n} at {when(fact, start)}{mark}"
     if isinstance(e, Order):
         return f"{e.status} order for {v.drugs[e.drug].name} at {when(fact, start)}{mark}"
     if isinstance(e, Reaction):

@@ -38,7 +38,7 @@ CODES: dict[str, str] = {
     "E112": "condition must have exactly one kind",
     "E113": "conflicting options",
     "E114": "impossible value",
-    "E115": "unit is not the analyte's canonical unit",
+    "E115": "threshold written in another unit than the analyte's canonical unit (warning)",
     # cross-checks within and between rules
     "E200": "duplicate rule id",
     "E201": "derived fact used but never derived",
@@ -76,7 +76,8 @@ class Diagnostic:
     severity: Severity = "error"
 
     def format(self) -> str:
-        text = f"{self.file}:{self.line}:{self.col}: {self.code} {self.message}"
+        label = "" if self.severity == "error" else f"{self.severity}: "
+        text = f"{self.file}:{self.line}:{self.col}: {self.code} {label}{self.message}"
         if self.hint:
             text += f" (hint: {self.hint})"
         return text

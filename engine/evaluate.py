@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .compile import CompiledKB
 from .describe import fact_json_with_text, template_field
@@ -46,6 +47,7 @@ from .result import (
     Undecided,
 )
 from .rulemodel import Rule, text_in
+from .scores import ScoreResult, classify, evaluate_score, interpretation
 from .snapshot import Snapshot
 from .templates import parse, render
 from .times import iso
@@ -154,16 +156,10 @@ class RuleEvaluator:
                 return result("unknown", [], (Missing(lf.derived_fact or "", "assessment not evaluated",
                                                       lf.path),)), None
             f = scope[-1]
-            status = f.data["st"]
-            if status == "indeterminate":
-                extra = f.extra or {}
-                inner: tuple[Missing, ...] = tuple(extra.get("missing", ()))
-                return result("unknown", [f], inner, "the assessment is undecided"), None
             if f.id in match_ids:
                 return result("true", [f]), Binding(f)
-            if "v" not in f.data and any(k == "v" for k in lf.undecidable) and status == "met":
-                return result("unknown", [f], (Missing(lf.derived_fact or "", "value not computed", lf.path),)), None
-            return result("false", [f]), None
+            verdict, missing, note = _derived_verdict(lf, f)
+            return result(verdict, [f], missing, note), None
         if mode == "single":
             if not scope:
                 return result("unknown", [], no_data), None
@@ -177,8 +173,12 @@ class RuleEvaluator:
             if open_world:
                 return result("unknown", [], no_data, "nothing recorded in the window"), None
             return result("false", [], note="nothing recorded in the window"), None
-        if mode in ("latest", "earliest"):
-            f = scope[-1] if mode == "latest" else scope[0]
+        if mode in ("latest", "earliest", "max", "min"):
+            if mode in ("max", "min"):
+                pick = max if mode == "max" else min
+                f = pick(scope, key=lambda x: (float(x.data["v"]), _order_key(x)))
+            else:
+                f = scope[-1] if mode == "latest" else scope[0]
             if f.id in match_ids:
                 return result("true", [f]), Binding(f)
             if f in undecided:
@@ -280,6 +280,58 @@ class RuleEvaluator:
         return self.node(cr.root, bindings, verdicts), bindings
 
 
+def _derived_verdict(lf: Leaf, f: Fact) -> tuple[Verdict, tuple[Missing, ...], str]:
+    """For a derived fact the Rete did not match: false, or unknown when it still could hold."""
+    status = str(f.data["st"])
+    extra = f.extra or {}
+    inner: tuple[Missing, ...] = tuple(extra.get("missing", ()))
+    verdicts: list[tuple[Verdict, tuple[Missing, ...], str]] = []
+    want = lf.derived_status
+    if want is not None:
+        if status == want:
+            verdicts.append(("true", (), ""))
+        elif status.endswith("_unreliable"):
+            # an unreliable result answers no question about itself: "not met" under a caveat may be met
+            caveats = tuple(Missing(f"{lf.derived_fact} is unreliable here - a clinical judgement", str(c), lf.path)
+                            for c in extra.get("caveats", ()))
+            verdicts.append(("unknown", caveats, "the assessment is unreliable here"))
+        elif status == "indeterminate":
+            verdicts.append(("unknown", inner, "the assessment is undecided"))
+        else:
+            verdicts.append(("false", (), ""))
+    if lf.derived_values:
+        lo, hi = f.data.get("lo"), f.data.get("hi")
+        if lo is None:
+            verdicts.append(("unknown", inner, "the value is undecided") if status == "indeterminate"
+                            else ("false", (), "no value"))
+        else:
+            high = math.inf if hi is None else float(hi)
+            certain = all(_compare(op, float(lo), high, n, certain=True) for op, n in lf.derived_values)
+            possible = all(_compare(op, float(lo), high, n, certain=False) for op, n in lf.derived_values)
+            # a decided score can still straddle this comparison: then its unrecorded inputs decide it
+            open_inputs = inner or tuple(extra.get("unrecorded", ()))
+            either_way: tuple[Verdict, tuple[Missing, ...], str] = (
+                "unknown", open_inputs, "the value could go either way")
+            verdicts.append(("true", (), "") if certain else either_way if possible else ("false", (), ""))
+    if any(v == "false" for v, _, _ in verdicts):
+        return "false", (), ""
+    unknown = [(m, n) for v, m, n in verdicts if v == "unknown"]
+    if unknown:
+        return "unknown", tuple(m for ms, _ in unknown for m in ms), unknown[0][1]
+    return "true", (), ""
+
+
+def _compare(op: str, lo: float, hi: float, n: float, certain: bool) -> bool:
+    """Whether every value (certain) or some value (not certain) in [lo, hi] satisfies ``op n``."""
+    if op in ("gt", "gte"):
+        x = lo if certain else hi
+        return x > n if op == "gt" else x >= n
+    if op in ("lt", "lte"):
+        x = hi if certain else lo
+        return x < n if op == "lt" else x <= n
+    return (lo == hi == n) if certain else (lo <= n <= hi)
+
+
 def _age_possible(f: Fact, op: str, n: int, kb: CompiledKB, lf: Leaf) -> bool:
     """Whether some age in the patient's possible range passes, when the other tests of the leaf pass."""
     lo, hi = f.data.get("age_lo"), f.data.get("age_hi")
@@ -289,6 +341,57 @@ def _age_possible(f: Fact, op: str, n: int, kb: CompiledKB, lf: Leaf) -> bool:
     others = [t for t in (kb.queries[lf.match].target.tests if lf.match else ())
               if isinstance(t, FieldTest) and t.field not in ("age_lo", "age_hi")]
     return ok and all(holds(t, f.data, {}) for t in others)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a derive rule concluded: its status, the score if any, and why it may not be trusted."""
+
+    status: str  # met | not_met | indeterminate
+    missing: tuple[Missing, ...] = ()
+    score: ScoreResult | None = None
+    caveats: tuple[str, ...] = ()
+    interpretation: str | None = None
+
+    @property
+    def fact_status(self) -> str:
+        return f"{self.status}_unreliable" if self.caveats and self.status != "indeterminate" else self.status
+
+
+def derive_outcome(ev: RuleEvaluator, cr: CompiledRule, res: NodeResult, rule: Rule, lang: str) -> Outcome:
+    status = {"true": "met", "false": "not_met", "unknown": "indeterminate"}[res.verdict]
+    missing = res.missing
+    score: ScoreResult | None = None
+    words: str | None = None
+    if cr.score is not None and res.verdict == "true":  # 'when' says where the score applies
+        bindings: dict[str, Binding] = {}
+        verdicts: dict[str, NodeResult] = {}
+        score = evaluate_score(cr.score, lambda leaf: ev.leaf(leaf, bindings, verdicts)[0],
+                               lambda node: ev.node(node, bindings, verdicts))
+        if score.low is None:
+            status, missing = "not_met", ()
+        elif cr.score.cutoff is not None:
+            status = classify(cr.score.cutoff, score.low, score.high)
+            missing = score.missing if status == "indeterminate" else ()
+        else:
+            status = "met" if score.exact is not None else "indeterminate"
+            missing = score.missing if status == "indeterminate" else ()
+        if score.low is not None:
+            words = interpretation(cr.score.interpretation, score.low, score.high, lambda t: text_in(t, lang))
+    caveats: list[str] = []
+    for caveat in cr.caveats:
+        if status not in caveat.applies_to:
+            continue
+        verdict = ev.node(caveat.node, {}, {}).verdict
+        if verdict == "true":
+            caveats.append(text_in(caveat.text, lang))
+        elif verdict == "unknown":
+            caveats.append("Could not be checked, so treat with caution: " + text_in(caveat.text, lang))
+    return Outcome(status, _dedupe(missing), score, tuple(caveats), words)
+
+
+def _num(x: Fraction) -> float:
+    return float(f"{float(x):.6g}")
 
 
 # --- building the result --------------------------------------------------------------------------------
@@ -391,6 +494,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
     errors: list[RuleError] = []
     derived: dict[str, tuple[NodeResult, str]] = {}
     derived_facts: dict[str, Fact] = {}
+    outcomes: dict[str, Outcome] = {}
     stratum = 0
     pending: list[Fact] = []
     for cr in kb.rules:
@@ -410,10 +514,23 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         traces[cr.id] = res
         all_bindings[cr.id] = bindings
         if cr.derives is not None:
-            status = {"true": "met", "false": "not_met", "unknown": "indeterminate"}[res.verdict]
+            try:
+                outcome = derive_outcome(ev, cr, res, kb.models[cr.id], lang)
+            except Exception as exc:  # as above: reported, and the assessment is undecided
+                errors.append(RuleError(cr.id, f"could not be evaluated: {type(exc).__name__}: {exc}"))
+                outcome = Outcome("indeterminate", (Missing("rule evaluation", "internal error", cr.id),))
+            outcomes[cr.id] = outcome
+            data: dict[str, object] = {"k": DERIVED, "n": cr.derives, "st": outcome.fact_status, "ts": float(as_of),
+                                       "te": float(as_of)}
+            if outcome.score is not None and outcome.score.low is not None:
+                data["lo"] = float(outcome.score.low)
+                if outcome.score.high is not None:
+                    data["hi"] = float(outcome.score.high)
+                if outcome.score.exact is not None:
+                    data["v"] = float(outcome.score.exact)
             fid = f"d{len(derived_facts)}"
-            fact = Fact(fid, {"k": DERIVED, "n": cr.derives, "st": status, "ts": float(as_of), "te": float(as_of)},
-                        None, {"rule": cr.id, "missing": res.missing})
+            fact = Fact(fid, data, None, {"rule": cr.id, "missing": outcome.missing, "caveats": outcome.caveats,
+                                          "unrecorded": outcome.score.missing if outcome.score is not None else ()})
             derived_facts[cr.derives] = fact
             by_id[fid] = fact
             derived[cr.derives] = (res, cr.id)
@@ -428,16 +545,24 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         rule = kb.models[cr.id]
         res = traces[cr.id]
         title = text_in(rule.title, lang)
-        if res.verdict == "unknown":
-            undecided.append(Undecided(cr.id, cr.version, title,
-                                       "assessment" if rule.derive else "recommendation", res.missing))
-        if rule.derive is not None:
-            status = {"true": "met", "false": "not_met", "unknown": "indeterminate"}[res.verdict]
+        done = outcomes.get(cr.id)
+        if done is not None and done.status == "indeterminate":
+            undecided.append(Undecided(cr.id, cr.version, title, "assessment", done.missing))
+        elif done is None and res.verdict == "unknown":
+            undecided.append(Undecided(cr.id, cr.version, title, "recommendation", res.missing))
+        if rule.derive is not None and done is not None:
+            sr = done.score
             assessments.append(Assessment(
-                rule.derive.fact, status, cr.id, cr.version, title,
-                text_in(rule.derive.summary, lang) if rule.derive.summary else None, None,
-                res.missing, tuple(matched_entries(res, derived, snapshot.start, reasons)), citations(rule),
-                rule.evidence_level))
+                rule.derive.fact, done.status, cr.id, cr.version, title,
+                text_in(rule.derive.summary, lang) if rule.derive.summary else None,
+                _num(sr.exact) if sr is not None and sr.exact is not None else None,
+                done.missing, tuple(matched_entries(res, derived, snapshot.start, reasons)), citations(rule),
+                rule.evidence_level,
+                value_range=(None if sr is None or sr.low is None else
+                             (_num(sr.low), _num(sr.high) if sr.high is not None else None)),
+                interpretation=done.interpretation, reliable=not done.caveats,
+                caveats=done.caveats, terms=tuple(t.to_json() for t in sr.terms) if sr is not None else (),
+                unrecorded=_dedupe(sr.missing) if sr is not None and done.status != "indeterminate" else ()))
         elif rule.recommend is not None and res.verdict == "true":
             rec = rule.recommend
             bindings = all_bindings[cr.id]
@@ -471,6 +596,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         errors=tuple(errors), warnings=snapshot.warnings,
         complete=not snapshot.unknown_sections and not snapshot.input_errors, input_errors=snapshot.input_errors,
         traces=traces, derived_facts=derived_facts,
+        scores={rid: o.score for rid, o in outcomes.items() if o.score is not None},
     )
 
 

@@ -5,6 +5,7 @@ reasons of the rule that derived them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from rich.console import Console
@@ -14,8 +15,9 @@ from rich.tree import Tree
 from .describe import fact_text
 from .errors import UsageError, did_you_mean
 from .ir import DERIVED, All, Any_, AtLeast, Leaf, Missing, Not
-from .result import NodeResult, Result
+from .result import Assessment, NodeResult, Result
 from .rulemodel import text_in
+from .scores import ScoreResult
 
 VERDICT_MARK = {"true": "✔", "false": "✘", "unknown": "?"}
 MAX_SEEN = 10
@@ -51,10 +53,12 @@ class Explanation:
     as_of: str
     outcome: str  # fired | suppressed | not fired | undecided | derived: met/not met/undecided
     root: ExplainNode
+    score: ExplainNode | None = None  # a score or ratio: each term, its input and its points
 
     def to_json(self) -> dict[str, Any]:
         return {"rule_id": self.rule_id, "rule_version": self.rule_version, "title": self.title, "file": self.file,
-                "as_of": self.as_of, "outcome": self.outcome, "tree": self.root.to_json()}
+                "as_of": self.as_of, "outcome": self.outcome, "tree": self.root.to_json(),
+                "score": self.score.to_json() if self.score is not None else None}
 
     def render_text(self, width: int = 100, color: bool | None = None) -> str:
         from io import StringIO
@@ -65,6 +69,8 @@ class Explanation:
                          style="bold"))
         tree.add(Text(self.title, style="dim"))
         _add(tree, self.root)
+        if self.score is not None:
+            _add(tree, self.score)
         console.print(tree)
         return buf.getvalue()
 
@@ -121,6 +127,40 @@ def build(res: NodeResult, result: Result) -> ExplainNode:
                        res.missing, kids)
 
 
+def _number(x: Fraction) -> str:
+    return f"{float(x):.6g}".replace("-", "−")
+
+
+def _span(lo: Fraction | None, hi: Fraction | None) -> str:
+    if lo is None:
+        return "not computable"
+    if hi is None:
+        return f"above {_number(lo)}"
+    return _number(lo) if lo == hi else f"{_number(lo)} to {_number(hi)}"
+
+
+def score_node(score: ScoreResult, assessment: Assessment | None, result: Result) -> ExplainNode:
+    """The score as a tree: the total (or its range) against the cut-off, then each term with what decided it."""
+    terms = []
+    for t in score.terms:
+        lo, hi = t.contribution
+        exact = lo == hi
+        label = f"{t.label}: {_span(lo, hi)} point{'s' if not exact or lo != 1 else ''}"
+        if t.input_range is not None:
+            label += f"  (input {_span(*t.input_range)})"
+        kids = tuple(build(r, result) for r in t.evidence)
+        terms.append(ExplainNode(label, "", "true" if exact else "unknown", "", (), (), (), kids))
+    status = assessment.status if assessment is not None else "indeterminate"
+    verdict = {"met": "true", "not_met": "false", "indeterminate": "unknown"}[status]
+    label = f"score {_span(score.low, score.high)}"
+    notes = [status.replace("_", " ")]
+    if assessment is not None and assessment.interpretation:
+        notes.append(assessment.interpretation)
+    if assessment is not None:
+        notes.extend(f"caution: {c}" for c in assessment.caveats)
+    return ExplainNode(label, "derive.score", verdict, "; ".join(notes), (), (), (), tuple(terms))
+
+
 def explain_result(result: Result, rule_id: str, title: str, version: str, file: str) -> Explanation:
     res = result.traces[rule_id]
     rec = next((r for r in result.recommendations if r.rule_id == rule_id), None)
@@ -132,7 +172,9 @@ def explain_result(result: Result, rule_id: str, title: str, version: str, file:
         outcome = "fired" if rec.status == "active" else "suppressed"
     else:
         outcome = {"false": "not fired", "unknown": "undecided", "true": "fired"}[res.verdict]
-    return Explanation(rule_id, version, title, file, result.as_of, outcome, build(res, result))
+    score = result.scores.get(rule_id)
+    return Explanation(rule_id, version, title, file, result.as_of, outcome, build(res, result),
+                       score_node(score, assessment, result) if score is not None else None)
 
 
 def check_rule_id(rule_id: str, known: list[str]) -> None:

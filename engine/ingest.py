@@ -283,7 +283,8 @@ class _Ingest:
         if t is None:
             return None
         return Expectation(t, e.note, tuple(e.fires), tuple(e.not_fires), tuple(e.indeterminate),
-                           tuple(e.suppressed), tuple(sorted(e.assessments.items())), self.ref(path))
+                           tuple(e.suppressed), tuple(sorted(e.assessments.items())), self.ref(path),
+                           tuple((rid, target) for rid, targets in e.suppressed_actions.items() for target in targets))
 
 
 def ingest_document(doc: Document) -> tuple[Snapshot | None, list[Diagnostic]]:

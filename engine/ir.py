@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Literal
+from fractions import Fraction
+from typing import Any, Literal
 
 Op = Literal["eq", "gt", "gte", "lt", "lte"]
 Verdict = Literal["true", "false", "unknown"]
@@ -67,7 +68,8 @@ class Query:
 
 @dataclass(frozen=True)
 class Selector:
-    mode: Literal["latest", "earliest", "any", "all", "count", "nth", "distinct", "trend", "derived", "single"]
+    mode: Literal["latest", "earliest", "any", "all", "max", "min", "count", "nth", "distinct", "trend", "derived",
+                  "single"]
     op: Op | None = None
     n: int | None = None
     direction: Literal["rising", "falling"] | None = None
@@ -114,7 +116,9 @@ class Leaf:
     missing: tuple[Missing, ...]  # what to record when nothing is in the window (open world)
     undecided: tuple[Missing, ...]  # what would decide a fact that lacks a tested value (e.g. a weight)
     derived_fact: str | None = None
-    is_met: bool = True
+    derived_status: str | None = None  # met | not_met | None (any status: only the value is compared)
+    derived_values: tuple[tuple[str, float], ...] = ()  # value comparisons with numbers
+
     line: int = 0
     col: int = 0
 
@@ -153,6 +157,56 @@ Node = All | Any_ | Not | AtLeast | Leaf
 
 
 @dataclass(frozen=True)
+class BandRule:
+    """Points for an input in [lower, upper] (bounds exact, in canonical units); None means open."""
+
+    lower: Fraction | None
+    lower_inclusive: bool
+    upper: Fraction | None
+    upper_inclusive: bool
+    points: Fraction
+
+    def contains(self, x: Fraction) -> bool:
+        if self.lower is not None and (x < self.lower or (x == self.lower and not self.lower_inclusive)):
+            return False
+        return not (self.upper is not None and (x > self.upper or (x == self.upper and not self.upper_inclusive)))
+
+    def meets(self, lo: Fraction, hi: Fraction) -> bool:
+        """Whether any value in [lo, hi] falls in the band."""
+        if self.lower is not None and (hi < self.lower or (hi == self.lower and not self.lower_inclusive)):
+            return False
+        return not (self.upper is not None and (lo > self.upper or (lo == self.upper and not self.upper_inclusive)))
+
+
+@dataclass(frozen=True)
+class ScoreTerm:
+    label: str
+    kind: Literal["value", "if", "count"]
+    leaf: Leaf | None  # value input
+    nodes: tuple[Node, ...]  # if: one node; count: several
+    weight: Fraction | None
+    points: Fraction | None
+    bands: tuple[BandRule, ...]
+    plausible: tuple[Fraction, Fraction] = (Fraction(0), Fraction(0))  # range of a value input when unmeasured
+
+
+@dataclass(frozen=True)
+class CompiledScore:
+    kind: Literal["sum", "ratio"]
+    terms: tuple[ScoreTerm, ...]  # for a ratio: numerator, denominator
+    constant: Fraction
+    cutoff: Any  # rulemodel.Threshold, or None
+    interpretation: tuple[Any, ...]  # rulemodel.Interpretation
+
+
+@dataclass(frozen=True)
+class CompiledCaveat:
+    node: Node
+    applies_to: tuple[str, ...]
+    text: Any  # rulemodel Text
+
+
+@dataclass(frozen=True)
 class CompiledRule:
     id: str
     version: str
@@ -163,6 +217,8 @@ class CompiledRule:
     derives: str | None
     uses: frozenset[str]
     aliases: dict[str, Leaf] = field(default_factory=dict)
+    score: CompiledScore | None = None
+    caveats: tuple[CompiledCaveat, ...] = ()
 
 
 def leaves(node: Node) -> list[Leaf]:

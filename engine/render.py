@@ -12,13 +12,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .result import Matched, Recommendation, Result
+from .result import Assessment, Matched, Recommendation, Result
 from .times import relative_label
 
 ICONS = {"critical": ("CRITICAL", "bold white on red"), "warning": ("WARNING", "bold black on yellow"),
          "info": ("INFO", "bold white on blue")}
-KIND_WORDS = {"start": "START", "stop": "STOP", "avoid": "AVOID", "consider": "CONSIDER", "monitor": "MONITOR",
-              "escalate_care": "ESCALATE", "record_allergy": "RECORD ALLERGY"}
+KIND_WORDS = {"start": "START", "stop": "STOP", "avoid": "AVOID", "consider": "CONSIDER", "reduce": "REDUCE",
+              "monitor": "MONITOR", "escalate_care": "ESCALATE", "record_allergy": "RECORD ALLERGY"}
 EVIDENCE_WORDS = {
     "guideline": "clinical practice guideline", "consensus": "expert consensus statement",
     "classification-criteria": "validated classification criteria", "validated-score": "validated score",
@@ -95,6 +95,54 @@ def _recommendation(rec: Recommendation) -> Panel:
     return Panel(Group(*parts), border_style="magenta" if rec.status == "suppressed" else border)
 
 
+STATUS_WORDS = {"met": ("✔ met", "green"), "not_met": ("✘ not met", ""),
+                "indeterminate": ("? undecided", "bold yellow")}
+
+
+def number(x: float) -> str:
+    """A value as a clinician reads it: up to 4 significant digits, a true minus sign."""
+    text = f"{x:.4g}" if abs(x) < 1e6 else f"{x:.3e}"
+    return text.replace("-", "−")
+
+
+def value_text(a: Assessment) -> str | None:
+    """The computed value of a score or ratio: exact, or the range the unrecorded inputs leave open."""
+    if a.value is not None:
+        return f"value {number(a.value)}"
+    if a.value_range is None:
+        return None
+    lo, hi = a.value_range
+    span = f"above {number(lo)}" if hi is None else f"{number(lo)} to {number(hi)}"
+    if a.status == "indeterminate":
+        return f"value {span} until the missing inputs are known"
+    unknown = sorted({m.what for m in a.unrecorded})
+    return f"value {span} (not recorded: {', '.join(unknown)}; the result holds whatever their values)"
+
+
+def _assessments(items: tuple[Assessment, ...]) -> Table:
+    """Each assessment on one line, with its value, its reliability and, when undecided, what to measure."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    grid.add_row(Text("Assessments", style="bold"), Text("(undecided: what to measure or record)", style="dim"))
+    for a in items:
+        word, style = STATUS_WORDS[a.status]
+        if not a.reliable:
+            word, style = f"{word} (unreliable)", "bold magenta"
+        grid.add_row(Text(f"  {word}", style=style), Text(f"{a.title}  [{a.rule_id}]"))
+        value = value_text(a)
+        if value:
+            grid.add_row("", Text(value, style="cyan"))
+        if a.interpretation:
+            grid.add_row("", Text(a.interpretation, style="cyan"))
+        for caveat in a.caveats:
+            grid.add_row("", Text(f"caution: {caveat}", style="magenta"))
+        if a.status == "indeterminate":
+            for m in a.missing:
+                grid.add_row("", Text(f"- {m.what}: {m.detail}", style="yellow"))
+    return grid
+
+
 def render_text(result: Result, width: int | None = None, color: bool | None = None) -> str:
     """The result for a person: what to do, why (with the patient's values), and the source."""
     buf = StringIO()
@@ -119,6 +167,9 @@ def render_text(result: Result, width: int | None = None, color: bool | None = N
         console.print(Text(f"warning: {w}", style="yellow"))
     active = [r for r in result.recommendations if r.status == "active"]
     suppressed = [r for r in result.recommendations if r.status != "active"]
+    if result.assessments:
+        console.print()
+        console.print(_assessments(result.assessments))
     console.print()
     if active:
         console.print(Text(f"{len(active)} recommendation{'s' if len(active) != 1 else ''}", style="bold"))
@@ -126,10 +177,10 @@ def render_text(result: Result, width: int | None = None, color: bool | None = N
             console.print(_recommendation(rec))
     else:
         console.print(Text("No recommendation fired.", style="bold"))
-    undecided = list(result.indeterminate)
+    undecided = [u for u in result.indeterminate if u.produces != "assessment"]
     if undecided:
         console.print()
-        console.print(Text("Could not be decided - measure or record:", style="bold yellow"))
+        console.print(Text("Recommendations that could not be decided - measure or record:", style="bold yellow"))
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
         grid.add_column()
@@ -138,14 +189,6 @@ def render_text(result: Result, width: int | None = None, color: bool | None = N
             for m in u.missing:
                 grid.add_row("", Text(f"- {m.what}: {m.detail}"))
         console.print(grid)
-    if result.assessments:
-        console.print()
-        console.print(Text("Assessments", style="bold"))
-        for a in result.assessments:
-            symbol = {"met": "✔ met", "not_met": "✘ not met", "indeterminate": "? undecided"}[a.status]
-            value = f" = {a.value:g}" if a.value is not None else ""
-            console.print(Text(f"  {symbol:12} {a.fact}{value}  [{a.rule_id}]",
-                               style={"met": "green", "not_met": "", "indeterminate": "yellow"}[a.status]))
     if suppressed:
         console.print()
         console.print(Text("Suppressed by a higher-priority recommendation (shown, not applied):",

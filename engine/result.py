@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .facts import Fact
 from .ir import Missing, Node, Verdict
+
+if TYPE_CHECKING:
+    from .scores import ScoreResult
 
 RESULT_FORMAT = "mascds.result/1"
 
@@ -115,12 +118,21 @@ class Assessment:
     matched: tuple[Matched, ...]
     citations: tuple[Citation, ...]
     evidence_level: str
+    value_range: tuple[float, float | None] | None = None
+    interpretation: str | None = None
+    reliable: bool = True
+    caveats: tuple[str, ...] = ()
+    terms: tuple[dict[str, Any], ...] = ()
+    unrecorded: tuple[Missing, ...] = ()  # inputs of a decided score that were not recorded and did not matter
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "fact": self.fact, "status": self.status, "value": self.value, "rule_id": self.rule_id,
+            "fact": self.fact, "status": self.status, "reliable": self.reliable, "caveats": list(self.caveats),
+            "value": self.value, "value_range": list(self.value_range) if self.value_range else None,
+            "interpretation": self.interpretation, "terms": list(self.terms), "rule_id": self.rule_id,
             "rule_version": self.rule_version, "title": self.title, "summary": self.summary,
-            "missing": [m.to_json() for m in self.missing], "matched": [m.to_json() for m in self.matched],
+            "missing": [m.to_json() for m in self.missing],
+            "unrecorded": [m.to_json() for m in self.unrecorded], "matched": [m.to_json() for m in self.matched],
             "citations": [c.to_json() for c in self.citations], "evidence_level": self.evidence_level,
         }
 
@@ -195,6 +207,7 @@ class Result:
     input_errors: tuple[str, ...] = ()
     traces: dict[str, NodeResult] = field(default_factory=dict, compare=False, repr=False)
     derived_facts: dict[str, Fact] = field(default_factory=dict, compare=False, repr=False)
+    scores: dict[str, ScoreResult] = field(default_factory=dict, compare=False, repr=False)  # by rule id
 
     def fired(self) -> set[str]:
         """Rule ids whose recommendation was given and not suppressed."""

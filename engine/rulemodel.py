@@ -9,6 +9,7 @@ was written, with a did-you-mean. Cross-rule checks (aliases, derived facts, tem
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -52,7 +53,7 @@ EvidenceLevel = Literal[
     "regulatory-label",
     "expert-opinion",
 ]
-ACTION_KINDS = ("start", "stop", "avoid", "consider", "monitor", "escalate_care", "record_allergy")
+ACTION_KINDS = ("start", "stop", "avoid", "consider", "reduce", "monitor", "escalate_care", "record_allergy")
 CONDITION_KEYS = (
     "all",
     "any",
@@ -181,19 +182,26 @@ class WindowFields(Strict):
     after: Anchor | None = Field(default=None, description="Only facts at or after another fact.")
     before: Anchor | None = Field(default=None, description="Only facts at or before another fact.")
     during: AliasName | None = Field(default=None, description="Only facts overlapping another fact's interval.")
-    which: Literal["latest", "earliest", "any", "all"] | None = Field(
+    which: Literal["latest", "earliest", "any", "all", "highest", "lowest"] | None = Field(
         default=None, description="Which of the facts in the window decides: the latest (default for "
-        "observations and findings), the earliest, any (default for medications and events), or all.")
+        "observations and findings), the earliest, any (default for medications and events), all, or the "
+        "highest / lowest value (observations).")
+    started_before: Duration | None = Field(
+        default=None, description="Only facts that started at least this long before the evaluation time (a "
+        "course running for at least 12 weeks: active: true, started_before: 12w).", examples=["12w"])
     count: Count | None = Field(default=None, description="How many facts in the window must match.")
     as_: AliasName | None = Field(default=None, alias="as", description="Name the matched fact.")
 
-    @field_validator("within", mode="before")
+    @field_validator("within", "started_before", mode="before")
     @classmethod
     def _within(cls, v: Any) -> Any:
         return v if v is None else _duration(v)
 
     @model_validator(mode="after")
     def _selectors(self) -> WindowFields:
+        if self.which in ("highest", "lowest") and not isinstance(self, ObservationSpec):
+            raise _err("E103", f"'which: {self.which}' compares values; only observations have one",
+                       "use latest, earliest, any or all", at="which")
         if self.which is not None and self.count is not None:
             raise _err("E113", "use either 'which' or 'count', not both",
                        "'count' already says how many facts must match", at="count")
@@ -249,11 +257,7 @@ class ObservationSpec(WindowFields, ValueFields):
                 canonical = vocab.display_unit(analyte.canonical)
                 hint = did_you_mean(self.unit, [canonical, analyte.canonical])
                 raise _err("E105", f"unit '{self.unit}' is not a unit of {analyte.name}",
-                           (hint + " " if hint else "") + f"rules use the canonical unit {canonical}", at="unit")
-            if code != analyte.canonical:
-                raise _err("E115", f"rules compare {analyte.name} in {vocab.display_unit(analyte.canonical)}, "
-                           f"not {self.unit}",
-                           f"convert the threshold to {vocab.display_unit(analyte.canonical)}", at="unit")
+                           (hint + " " if hint else "") + f"the canonical unit is {canonical}", at="unit")
         if self.trend is not None and (self.comparisons() or self.which or self.count):
             raise _err("E113", "'trend' compares measurements with each other; it cannot be combined with "
                        "comparisons, 'which' or 'count'", "use a separate condition for a threshold", at="trend")
@@ -443,8 +447,15 @@ class DiagnosisSpec(WindowFields):
 
 class DerivedSpec(ValueFields):
     fact: str = Field(pattern=_ID, description="Name of a fact derived by another rule.")
-    is_: Literal["met", "not_met"] = Field(default="met", alias="is", description="met (default) or not_met.")
+    is_: Literal["met", "not_met"] | None = Field(
+        default=None, alias="is", description="met or not_met; default met, or any status when comparing the "
+        "derived value (a score) with a number.")
     as_: AliasName | None = Field(default=None, alias="as")
+
+    def status_test(self) -> str | None:
+        if self.is_ is not None:
+            return self.is_
+        return None if self.comparisons() else "met"
 
 
 class PatientSpec(Strict):
@@ -594,8 +605,8 @@ class Source(Strict):
 
 
 class Action(Strict):
-    kind: Literal["start", "stop", "avoid", "consider", "monitor", "escalate_care", "record_allergy"] = Field(
-        description="What to do with the target.")
+    kind: Literal["start", "stop", "avoid", "consider", "reduce", "monitor", "escalate_care", "record_allergy"] = \
+        Field(description="What to do with the target (reduce: lower the dose or taper).")
     target: str = Field(description="A drug, drug class or procedure from the vocabulary.")
     text: Text = Field(description="The action in words, for the clinician.")
     reported_dose: Text | None = Field(
@@ -622,9 +633,168 @@ class Recommend(Strict):
                           "conflict on the same target; see the knowledge base's conflict policy.")
 
 
+class Threshold(Strict):
+    """A bound on a number: one or two of gt/gte/lt/lte, or eq."""
+
+    gt: float | int | None = None
+    gte: float | int | None = None
+    lt: float | int | None = None
+    lte: float | int | None = None
+    eq: float | int | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Threshold:
+        lower = [x for x in (self.gt, self.gte) if x is not None]
+        upper = [x for x in (self.lt, self.lte) if x is not None]
+        if len(lower) > 1 or len(upper) > 1:
+            raise _err("E113", "give at most one lower bound (gt/gte) and one upper bound (lt/lte)", "")
+        if self.eq is not None and (lower or upper):
+            raise _err("E113", "eq cannot be combined with other bounds", "")
+        if self.eq is None and not lower and not upper:
+            raise _err("E101", "a threshold needs a bound", "e.g. {gte: -2.1}")
+        if lower and upper and lower[0] > upper[0]:
+            raise _err("E103", f"the range {lower[0]}..{upper[0]} is empty", "swap the bounds")
+        return self
+
+    def holds(self, x: Fraction) -> bool:
+        """Whether ``x`` is in the range (exact arithmetic: -2.1 is -21/10, not a binary approximation)."""
+        def f(b: float | int) -> Fraction:
+            return Fraction(str(b))
+
+        return ((self.gt is None or x > f(self.gt)) and (self.gte is None or x >= f(self.gte))
+                and (self.lt is None or x < f(self.lt)) and (self.lte is None or x <= f(self.lte))
+                and (self.eq is None or x == f(self.eq)))
+
+    def words(self) -> str:
+        parts = [f"{sym} {b:g}" for b, sym in ((self.gt, ">"), (self.gte, "≥"), (self.lt, "<"), (self.lte, "≤"),
+                                               (self.eq, "=")) if b is not None]
+        return " and ".join(parts)
+
+
+class Band(Threshold):
+    """A band of an input with the points it scores."""
+
+    points: float | int = Field(description="Points scored when the input falls in this band.")
+
+
+class Interpretation(Threshold):
+    """Wording for a range of the score, as published."""
+
+    text: Text = Field(description="What the source says about scores in this range.")
+
+
+class ValueInput(Strict):
+    """A measured value used by a score: the analyte's value in its canonical unit."""
+
+    analyte: str = Field(description="Analyte id.")
+    unit: str | None = Field(default=None, description="Unit the band bounds are written in (default canonical).")
+    within: Duration = Field(description="Only measurements from this long before the evaluation time.")
+    which: Literal["latest", "highest", "lowest"] = Field(default="latest", description="Which measurement.")
+
+    @field_validator("analyte")
+    @classmethod
+    def _analyte(cls, v: str) -> str:
+        return _vocab_check(v, vocabulary().analytes, "E104", "analyte")
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _within(cls, v: Any) -> Any:
+        return _duration(v)
+
+    @model_validator(mode="after")
+    def _unit_fits(self) -> ValueInput:
+        if self.unit is not None:
+            vocab = vocabulary()
+            code = vocab.unit_code(self.unit)
+            if code is None or code not in vocab.analytes[self.analyte].units:
+                raise _err("E105", f"unit '{self.unit}' is not a unit of {vocab.analytes[self.analyte].name}",
+                           "use a unit from the reviewed table", at="unit")
+        return self
+
+
+class Term(Strict):
+    """One term of a score: an input (a value, a condition, or a count of conditions) and what it is worth."""
+
+    value: ValueInput | None = Field(default=None, description="A measured value.")
+    if_: Condition | None = Field(default=None, alias="if", description="A condition (1 when it holds, else 0).")
+    count: list[Condition] | None = Field(default=None, description="How many of these conditions hold.")
+    weight: float | int | None = Field(default=None, description="Multiplies the input.")
+    points: float | int | None = Field(default=None, description="Scored when the condition holds.")
+    bands: list[Band] | None = Field(default=None, description="Points by band of the input.")
+    label: str | None = Field(default=None, description="Name of the term, for explanations.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> Term:
+        inputs = [n for n in ("value", "if_", "count") if getattr(self, n) is not None]
+        worth = [n for n in ("weight", "points", "bands") if getattr(self, n) is not None]
+        if len(inputs) != 1:
+            raise _err("E113", "a term has exactly one input: value, if or count", "")
+        if len(worth) != 1:
+            raise _err("E113", "a term has exactly one of weight, points or bands", "")
+        if worth == ["points"] and inputs != ["if_"]:
+            raise _err("E113", "points go with an 'if' condition; use bands for values and counts", "")
+        if worth == ["bands"] and inputs == ["if_"]:
+            raise _err("E113", "an 'if' condition scores points, not bands", "")
+        if self.count is not None and not self.count:
+            raise _err("E103", "count needs at least one condition", "")
+        if self.bands is not None:
+            _check_bands(self.bands, counts=self.count is not None, n=len(self.count or []))
+        return self
+
+
+def _check_bands(bands: list[Band], counts: bool, n: int) -> None:
+    if not bands:
+        raise _err("E103", "bands need at least one band", "")
+    if counts:
+        for k in range(n + 1):
+            hits = sum(1 for b in bands if b.holds(Fraction(k)))
+            if hits != 1:
+                raise _err("E103", f"a count of {k} falls in {hits} bands", "bands must cover every count once")
+
+
+class Score(Strict):
+    """A score summed from terms (MS score, HScore, a criteria count)."""
+
+    terms: list[Term] = Field(min_length=1)
+    constant: float | int = Field(default=0, description="Added to the sum.")
+    cutoff: Threshold | None = Field(default=None, description="The fact is met when the score is in this range.")
+    interpretation: list[Interpretation] = Field(default_factory=list, description="Published wording by range.")
+
+
+class Ratio(Strict):
+    """A ratio of two measured values (ferritin/ESR)."""
+
+    numerator: ValueInput
+    denominator: ValueInput
+    cutoff: Threshold = Field(description="The fact is met when the ratio is in this range.")
+
+
+class Caveat(Strict):
+    """When the assessment cannot be trusted (the 2016 criteria under tocilizumab)."""
+
+    when: Condition = Field(description="Situation that makes the result unreliable.")
+    applies_to: list[Literal["met", "not_met"]] = Field(min_length=1, description="Results it makes unreliable.")
+    text: Text = Field(description="Why, for the clinician.")
+
+
+Term.model_rebuild()
+Caveat.model_rebuild()
+
+
 class Derive(Strict):
     fact: str = Field(pattern=_ID, description="Name of the derived fact (an assessment other rules can use).")
     summary: Text | None = Field(default=None, description="What the fact means when met, for display.")
+    score: Score | None = Field(default=None, description="Compute a score; 'when' says where it applies.")
+    ratio: Ratio | None = Field(default=None, description="Compute a ratio; 'when' says where it applies.")
+    caveats: list[Caveat] = Field(default_factory=list, description="Situations that make the result unreliable.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Derive:
+        if self.score is not None and self.ratio is not None:
+            raise _err("E113", "derive either a score or a ratio", "")
+        if self.score is not None and self.score.cutoff is None and not self.score.interpretation:
+            raise _err("E101", "a score needs a cutoff or an interpretation", "say what the value means")
+        return self
 
 
 class Rule(Strict):

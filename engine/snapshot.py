@@ -91,6 +91,7 @@ class Expectation:
     suppressed: tuple[str, ...]
     assessments: tuple[tuple[str, str], ...]
     ref: str
+    suppressed_actions: tuple[tuple[str, str], ...] = ()  # (rule id, action target)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ from .rulemodel import (
     AllCond,
     AnyCond,
     AtLeastCond,
+    DerivedSpec,
     MedicationSpec,
     NotCond,
     Ref,
+    Rule,
     ValueFields,
     WindowFields,
 )
@@ -166,3 +168,26 @@ def definers(all_sites: list[Site]) -> tuple[dict[str, Definer], list[tuple[Site
             problems.append((group[1], f"alias '{alias}' is defined more than once"))
             found[alias] = Definer(alias, group[0], (group[0],))
     return found, problems
+
+
+def extra_trees(rule: Rule) -> list[tuple[Any, PathKey]]:
+    """Condition trees besides ``when``: score terms and caveats of a derive rule."""
+    out: list[tuple[Any, PathKey]] = []
+    if rule.derive is None:
+        return out
+    if rule.derive.score is not None:
+        for i, term in enumerate(rule.derive.score.terms):
+            if term.if_ is not None:
+                out.append((term.if_, ("derive", "score", "terms", i, "if")))
+            for j, cond in enumerate(term.count or []):
+                out.append((cond, ("derive", "score", "terms", i, "count", j)))
+    for i, caveat in enumerate(rule.derive.caveats):
+        out.append((caveat.when, ("derive", "caveats", i, "when")))
+    return out
+
+
+def derived_uses(rule: Rule) -> list[tuple[str, PathKey]]:
+    """Derived facts a rule uses, anywhere in its conditions, with where."""
+    trees = [(rule.when, ("when",)), *extra_trees(rule)]
+    return [(s.spec.fact, (*s.spec_path, "fact")) for cond, path in trees for s in sites(cond, path)
+            if isinstance(s.spec, DerivedSpec)]

@@ -24,10 +24,18 @@ ANALYTE_VALUES = {
     "fibrinogen": [100, 150, 250, 360, 361, 450],
     "triglycerides": [100, 156, 157, 265, 400],
     "ldh": [200, 600, 1500],
+    "haemoglobin": [80, 89, 90, 92, 93, 120],
+    "wbc": [2.0, 5.0, 5.1, 9.0],
+    "neutrophils": [0.5, 0.99, 1.0, 4.0],
+    "esr": [5, 20, 40, 90],
+    "scd25": [1000, 2399, 2400, 5000],
     "body-weight": [12.0, 25.0, 30.0, 41.5],
 }
 VASOACTIVE = ["norepinephrine", "vasopressin", "dopamine", "epinephrine", "dobutamine", "milrinone"]
-FREQ_HOURS = {"q24h": 24.0, "q12h": 12.0, "q2w": 336.0, "once": None, "continuous": None}
+FREQ_HOURS = {"q24h": 24.0, "q12h": 12.0, "q72h": 72.0, "q2w": 336.0, "once": None, "continuous": None}
+FINDINGS = ["splenomegaly", "hepatomegaly", "haemophagocytosis", "eosinophilia", "rash", "digital-clubbing",
+            "cns-involvement", "haemorrhagic-manifestations", "active-arthritis", "known-immunosuppression",
+            "low-nk-activity"]
 
 
 def _t(rng: random.Random, lo: float = -5, hi: float = 30) -> int:
@@ -66,12 +74,14 @@ def snapshot(rng: random.Random, n: int) -> tuple[Snapshot, int]:
             obs.append(Observation(f"gen:o{len(obs)}", False, "temperature",
                                    float(rng.choice(ANALYTE_VALUES["temperature"])),
                                    burst + int(rng.uniform(0, 0.5) * DAY) // 1800 * 1800, "gen"))
+    if rng.random() < 0.05:
+        dx.append(Diagnosis("gen:dx4", False, "trisomy-21", None, None))
     findings = [Finding(f"gen:f{i}", False, code, rng.random() < 0.6, _t(rng))
-                for i, code in enumerate(rng.sample(["splenomegaly", "hepatomegaly", "haemophagocytosis"],
-                                                    k=rng.choice([0, 1, 2])))]
+                for i, code in enumerate(rng.sample(FINDINGS, k=rng.choice([0, 1, 2, 3])))]
     courses: list[Course] = []
     pulse_start = _t(rng, -2, 8)
     scenario = rng.random()
+    workup: int | None = None
     if scenario < 0.3:  # refractory-MAS shaped: pulse courses, then temperatures and enzymes after them
         dx.append(Diagnosis("gen:dx3", False, "mas", pulse_start - DAY, None))
         after = pulse_start + 12 * DAY
@@ -79,6 +89,16 @@ def snapshot(rng: random.Random, n: int) -> tuple[Snapshot, int]:
             for _ in range(rng.choice([0, 1, 2, 3])):
                 obs.append(Observation(f"gen:o{len(obs)}", False, analyte, float(rng.choice(values)),
                                        after + int(rng.uniform(-1, 4) * DAY) // 1800 * 1800, "gen"))
+    elif 0.5 <= scenario < 0.65:  # MAS work-up shaped: a whole panel and examination just before evaluation
+        workup = _t(rng, 0, 28)
+        for analyte, values in ANALYTE_VALUES.items():
+            if analyte not in ("spo2", "body-weight") and rng.random() < 0.85:
+                obs.append(Observation(f"gen:o{len(obs)}", False, analyte, float(rng.choice(values)),
+                                       workup + int(rng.uniform(-2, 0) * DAY) // 1800 * 1800, "gen"))
+        for code in FINDINGS:
+            if rng.random() < 0.6:
+                findings.append(Finding(f"gen:f{len(findings)}", False, code, rng.random() < 0.5,
+                                        workup - int(rng.uniform(0, 1) * DAY) // 1800 * 1800))
     elif scenario < 0.5:  # ECMO shaped: ventilation, saturations, vasoactive drugs
         vent = _t(rng, 1, 10)
         dx.append(Diagnosis("gen:dx3", False, "mas", vent - DAY, None))
@@ -98,7 +118,14 @@ def snapshot(rng: random.Random, n: int) -> tuple[Snapshot, int]:
                                (rng.choice([8.0, 12.0]), "mg/kg"), _t(rng, -30, 5), rng.choice([None, 14.0, 20.0])))
     if rng.random() < 0.3:
         courses.append(_course(rng, len(courses), rng.choice(["ruxolitinib", "baricitinib"]), "oral", None,
-                               "q12h", (10.0, "mg"), _t(rng, 5, 25), rng.choice([None, 5.0])))
+                               "q12h", (10.0, "mg"), _t(rng, *rng.choice([(5, 25), (-120, -75)])),
+                               rng.choice([None, 5.0])))
+    if rng.random() < 0.3:
+        courses.append(_course(rng, len(courses), "prednisolone", "oral", rng.choice([None, "taper"]), "q24h",
+                               (2.0, "mg/kg"), _t(rng, -10, 20), rng.choice([None, 10.0])))
+    if rng.random() < 0.15:
+        courses.append(_course(rng, len(courses), "emapalumab", "iv", None, rng.choice(["once", "q72h"]),
+                               (rng.choice([6.0, 3.0]), "mg/kg"), _t(rng, -40, 25), rng.choice([None, 12.0])))
     for drug in rng.sample(VASOACTIVE, k=rng.choice([0, 0, 1, 2, 3])):
         courses.append(_course(rng, len(courses), drug, "iv", None, "continuous", None, _t(rng, 0, 20),
                                rng.choice([None, 0.5, 2.0])))
@@ -132,6 +159,8 @@ def snapshot(rng: random.Random, n: int) -> tuple[Snapshot, int]:
         courses = []
     snap = Snapshot(f"gen-{n}", "generated", patient, START, tuple(dx), tuple(obs), tuple(findings), tuple(courses),
                     tuple(orders), tuple(reactions), tuple(supports), unknown)
+    if workup is not None:
+        return snap, workup + int(rng.uniform(0, 0.5) * DAY) // 1800 * 1800
     if scenario < 0.5:  # evaluate near the scenario, where its rules can be decided
         last = max(snap.event_times(), default=START)
         return snap, last + int(rng.uniform(-1, 1) * DAY) // 1800 * 1800

@@ -53,7 +53,9 @@ def test_evaluate_from_dicts() -> None:
         "orders": [{"drug": "TCZ", "status": "draft", "time": "day 9 08:00"}],
     })
     result = engine.evaluate(kb, snap)
-    assert result.fired() == {"yang2023.tocilizumab-anaphylaxis", "yang2023.tocilizumab-rechallenge"}
+    # a prior reaction to tocilizumab is also a risk factor for sJIA lung disease (ACR 2021)
+    assert result.fired() == {"yang2023.tocilizumab-anaphylaxis", "yang2023.tocilizumab-rechallenge",
+                              "acr2021.tocilizumab-lung-risk"}
     critical = result.recommendations[0]
     assert critical.indicator == "critical" and critical.priority == 10
     assert "anaphylaxis" in critical.rationale and critical.citations[0].url == "https://doi.org/10.1002/pdi3.32"

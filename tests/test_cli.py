@@ -41,8 +41,9 @@ def test_evaluate_json_follows_the_published_schema(capsys: pytest.CaptureFixtur
         jsonschema.validate(data, SCHEMA)
     code, out, _ = run(capsys, "evaluate", WU, "--at", "day 16 08:00", "--format", "json", "--rules", str(RULES))
     data = json.loads(out)
-    rec = data["recommendations"][0]
-    assert {a["kind"] for r in data["recommendations"] for a in r["actions"]} == {"consider", "stop"}
+    wu = [r for r in data["recommendations"] if r["rule_id"].startswith("wu2025.")]
+    assert {a["kind"] for r in wu for a in r["actions"]} == {"consider", "stop"}
+    rec = next(r for r in wu if r["rule_id"] == "wu2025.consider-ruxolitinib")
     assert rec["citations"][0]["doi"] == "10.12372/jcp.2025.24e0236"
     assert rec["matched"] and rec["evidence_level"] == "case-report"
     assert data["knowledge_base"]["content_hash"].startswith("sha256:")
@@ -107,9 +108,10 @@ def test_test_command_reports_each_expectation(capsys: pytest.CaptureFixture[str
     assert code == 0
     assert re.search(r"^\d+ cases, (\d+) checks: \1 passed, 0 failed$", out.strip().splitlines()[-1])
     wrong = tmp_path / "wrong.yaml"
-    wrong.write_text((CASES / "wu-2025-ruxolitinib.yaml").read_text().replace(
-        "    not_fires: [wu2025.consider-ruxolitinib, wu2025.stop-tocilizumab]\n    assessments: {refractory-sjia-mas: "
-        "not_met}\n  - at: day 11 16:00", "    fires: [wu2025.consider-ruxolitinib]\n  - at: day 11 16:00", 1))
+    original = (CASES / "wu-2025-ruxolitinib.yaml").read_text()
+    claim = "    fires: [eular2024.refractory-consider-anakinra,"
+    assert original.count(claim) == 1
+    wrong.write_text(original.replace(claim, claim.replace("[", "[wu2025.consider-ruxolitinib, ")))
     code, out, _ = run(capsys, "test", str(wrong), "--rules", str(RULES))
     assert code == 2
     assert ("FAIL wu-2025-ruxolitinib @ day 6 08:00: fires wu2025.consider-ruxolitinib — expected fired, "
