@@ -14,13 +14,17 @@ The public API::
     why = engine.explain(kb, case, "wu2025.consider-ruxolitinib", at="day 11 16:00")
     print(why.render_text())
 
-Snapshots can also be built from dicts shaped like case files with :func:`snapshot_from_dict`.
+Snapshots can also be built from dicts shaped like case files with :func:`snapshot_from_dict`, and from FHIR
+R4 (:func:`load_fhir`, :func:`snapshot_from_bundle`, :func:`snapshot_from_resources`; docs/fhir.md);
+:func:`case_to_bundle` writes a snapshot as a FHIR R4 Bundle.
 Every deliberate failure is a :class:`MascdsError`; load problems carry located :class:`Diagnostic` s.
 """
 
 from __future__ import annotations
 
+import importlib
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from .errors import Diagnostic, EvaluationError, LoadError, MascdsError, UsageError
 from .explain import ExplainNode, Explanation
@@ -29,7 +33,24 @@ from .kb import BackendName, KnowledgeBase, load_knowledge_base, validate_knowle
 from .result import Action, Assessment, Citation, Matched, Recommendation, Result, Undecided
 from .snapshot import Snapshot
 
+if TYPE_CHECKING:
+    from .fhir import FhirIngest, is_fhir_bundle, load_fhir, snapshot_from_bundle, snapshot_from_resources
+    from .fhir_export import case_to_bundle
+
 __version__ = "0.1.0"
+
+# FHIR support loads fhir.resources (about 0.15 s): imported on first use, not with every `mascds` command.
+_LAZY = {"FhirIngest": "fhir", "is_fhir_bundle": "fhir", "load_fhir": "fhir", "snapshot_from_bundle": "fhir",
+         "snapshot_from_resources": "fhir", "case_to_bundle": "fhir_export"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Action",
@@ -40,6 +61,7 @@ __all__ = [
     "EvaluationError",
     "ExplainNode",
     "Explanation",
+    "FhirIngest",
     "KnowledgeBase",
     "LoadError",
     "MascdsError",
@@ -50,11 +72,16 @@ __all__ = [
     "Undecided",
     "UsageError",
     "__version__",
+    "case_to_bundle",
     "evaluate",
     "explain",
+    "is_fhir_bundle",
     "load_case",
+    "load_fhir",
     "load_knowledge_base",
+    "snapshot_from_bundle",
     "snapshot_from_dict",
+    "snapshot_from_resources",
     "validate_knowledge_base",
 ]
 

@@ -59,6 +59,9 @@ CODES: dict[str, str] = {
     "E402": "entry must say whether it is reported or illustrative",
     "E403": "course ends before it starts",
     "E404": "case has no events",
+    # FHIR input
+    "E500": "not a FHIR R4 Bundle",
+    "E501": "FHIR resource fails validation",
 }
 
 

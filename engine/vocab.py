@@ -212,6 +212,14 @@ class Vocabulary:
     def target_choices(self) -> list[str]:
         return sorted({*self.drugs, *self.drug_classes, *self.procedures})
 
+    def drug_for_code(self, system: str, code: str) -> str | None:
+        """The drug with this code in the drug table; ``system`` is ``rxnorm`` (ingredient RXCUI) or ``atc``."""
+        c = code.strip()
+        for d in self.drugs.values():
+            if c in (d.rxnorm if system == "rxnorm" else d.atc if system == "atc" else ()):
+                return d.id
+        return None
+
 
 @functools.cache
 def vocabulary() -> Vocabulary:

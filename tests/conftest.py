@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,21 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
 CASES = ROOT / "cases"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SHARED = ROOT.parent / "shared"
+
+
+def _shared() -> Path:
+    """The project's reference material, read in place: $MASCDS_SHARED, else the nearest ``shared/`` beside the
+    clone or one of its parents (a clone at any depth next to it finds it)."""
+    env = os.environ.get("MASCDS_SHARED")
+    if env:
+        return Path(env)
+    for parent in ROOT.parents:
+        if (parent / "shared" / "README.md").is_file():
+            return parent / "shared"
+    return ROOT.parent / "shared"
+
+
+SHARED = _shared()
 
 
 def fixture_kbs() -> list[Path]:

@@ -14,8 +14,9 @@ from .conftest import CASES, ROOT, RULES
 
 PUBLIC = {
     "Action", "Assessment", "BackendName", "Citation", "Diagnostic", "EvaluationError", "ExplainNode", "Explanation",
-    "KnowledgeBase", "LoadError", "MascdsError", "Matched", "Recommendation", "Result", "Snapshot", "Undecided",
-    "UsageError", "__version__", "evaluate", "explain", "load_case", "load_knowledge_base", "snapshot_from_dict",
+    "FhirIngest", "KnowledgeBase", "LoadError", "MascdsError", "Matched", "Recommendation", "Result", "Snapshot",
+    "Undecided", "UsageError", "__version__", "case_to_bundle", "evaluate", "explain", "is_fhir_bundle", "load_case",
+    "load_fhir", "load_knowledge_base", "snapshot_from_bundle", "snapshot_from_dict", "snapshot_from_resources",
     "validate_knowledge_base",
 }
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..kb import KnowledgeBase
+    from ..snapshot import Snapshot
 
 EXIT_OK, EXIT_INPUT, EXIT_TEST_FAILED, EXIT_EVALUATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3, 64, 70
 
@@ -63,3 +64,38 @@ def load_kb(args: argparse.Namespace) -> KnowledgeBase:
     from ..kb import load_knowledge_base
 
     return load_knowledge_base(args.rules, include_drafts=args.drafts)
+
+
+def add_patient(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--patient", metavar="ID", help="the patient to read from a FHIR bundle that holds several")
+
+
+def is_fhir_file(path: str) -> bool:
+    """Whether a file holds FHIR JSON rather than a case file: a JSON object with a resourceType (or, when it does
+    not parse, one that names a resourceType, so that its JSON syntax error is reported as such)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return False  # the case loader reports unreadable files with their place
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return '"resourceType"' in text
+    return isinstance(data, dict) and "resourceType" in data
+
+
+def load_snapshot(path: str, patient: str | None = None) -> Snapshot:
+    """A patient record from a case file (YAML) or a FHIR R4 Bundle (JSON), told apart by the content."""
+    from ..errors import UsageError
+    from ..ingest import load_case
+
+    if is_fhir_file(path):
+        from ..fhir import load_fhir  # only now: fhir.resources takes a while to import
+
+        return load_fhir(path, patient_id=patient).snapshot
+    if patient is not None:
+        raise UsageError("--patient applies to FHIR bundles; a case file holds one patient")
+    return load_case(path)

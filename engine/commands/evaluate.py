@@ -12,9 +12,11 @@ from ._shared import (
     add_color,
     add_format,
     add_lang,
+    add_patient,
     add_rules,
     color,
     load_kb,
+    load_snapshot,
     width,
 )
 
@@ -27,13 +29,15 @@ DESCRIPTION = (
 EXAMPLES = [
     'mascds evaluate cases/wu-2025-ruxolitinib.yaml',
     "mascds evaluate cases/yang-2023-ecmo-tocilizumab.yaml --at 'day 5 02:00' --format json",
+    "mascds evaluate record.json --patient 4e8ed886  # a FHIR R4 Bundle (JSON), told apart by its content",
 ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("case", help="case file (YAML)")
+    p.add_argument("case", help="case file (YAML) or FHIR R4 Bundle (JSON)")
     p.add_argument("--at", metavar="TIME", help="evaluation time: ISO date-time, or 'day N HH:MM' in the case's "
                    "timeline (default: the last event)")
+    add_patient(p)
     add_lang(p)
     add_rules(p)
     add_format(p)
@@ -42,11 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ingest import load_case
     from ..render import render_text
 
     kb = load_kb(args)
-    snap = load_case(args.case)
+    snap = load_snapshot(args.case, args.patient)
     result = kb.evaluate(snap, args.at, backend=args.backend, lang=args.lang)
     if args.format == "json":
         print(result.to_json_text())

@@ -12,9 +12,11 @@ from ._shared import (
     add_color,
     add_format,
     add_lang,
+    add_patient,
     add_rules,
     color,
     load_kb,
+    load_snapshot,
     width,
 )
 
@@ -27,9 +29,10 @@ EXAMPLES = [
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("case", help="case file (YAML)")
+    p.add_argument("case", help="case file (YAML) or FHIR R4 Bundle (JSON)")
     p.add_argument("rule_id", help="rule id")
     p.add_argument("--at", metavar="TIME", help="evaluation time (default: the last event)")
+    add_patient(p)
     add_lang(p)
     add_rules(p)
     add_format(p)
@@ -39,12 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..explain import check_rule_id, explain_result
-    from ..ingest import load_case
     from ..rulemodel import text_in
 
     kb = load_kb(args)
     check_rule_id(args.rule_id, kb.rule_ids)
-    snap = load_case(args.case)
+    snap = load_snapshot(args.case, args.patient)
     result = kb.evaluate(snap, args.at, backend=args.backend, lang=args.lang)
     rule = kb.compiled.models[args.rule_id]
     exp = explain_result(result, args.rule_id, text_in(rule.title, args.lang), rule.version,
