@@ -135,7 +135,8 @@ class Order(Marked):
 class Reaction(Marked):
     drug: str
     manifestations: list[str] = Field(min_length=1)
-    severity: str
+    severity: str | None = Field(default=None, description="mild, moderate or severe; leave it out "
+                                 "when not recorded (rules on severity are then undecided, never answered as mild).")
     time: TimeText
 
 

@@ -416,7 +416,8 @@ class _RuleCompiler:
                 vals.append(FieldTest("sev", "gte" if spec.severity.gte else "eq", rank))
                 words.append(f"severity {'≥ ' if spec.severity.gte else ''}{spec.severity.gte or spec.severity.eq}")
             sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "any")
-            return _LeafParts(REACTION, "closed", [self._drug_test(spec.drug, spec.class_)], vals, sel, (),
+            return _LeafParts(REACTION, "closed", [self._drug_test(spec.drug, spec.class_)], vals, sel,
+                              ("sev",) if spec.severity is not None else (),
                               "reaction to " + self._drug_words(spec.drug, spec.class_), ", ".join(words),
                               "adverse reactions")
         if isinstance(spec, OrganSupportSpec):
@@ -636,6 +637,9 @@ class _RuleCompiler:
                                       "the age condition", path))
             elif field == "v":
                 values.append(Missing(parts.subject, "its value was not computed", path))
+            elif field == "sev":
+                values.append(Missing("reaction severity", f"the severity of the {parts.subject} is not recorded",
+                                      path))
         return tuple(out), tuple(values)
 
 

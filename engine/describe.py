@@ -118,7 +118,8 @@ def fact_text(fact: Fact, start: int | None) -> str:
         return f"{e.status} order for {v.drugs[e.drug].name} at {when(fact, start)}{mark}"
     if isinstance(e, Reaction):
         ms = ", ".join(v.manifestations[m].name for m in e.manifestations)
-        return f"{e.severity} reaction to {v.drugs[e.drug].name} ({ms}) at {when(fact, start)}{mark}"
+        lead = f"{e.severity} reaction" if e.severity else "reaction (severity not recorded)"
+        return f"{lead} to {v.drugs[e.drug].name} ({ms}) at {when(fact, start)}{mark}"
     if isinstance(e, OrganSupport):
         return f"{v.organ_support[e.kind].name}: {when(fact, start)}{mark}"
     if isinstance(e, Diagnosis):
@@ -182,7 +183,7 @@ def template_field(fact: Fact, field: str, start: int | None, count: int | None,
         if field == "manifestations":
             return ", ".join(v.manifestations[m].name for m in e.manifestations)
         if field == "severity":
-            return e.severity
+            return e.severity or "not recorded"
     if isinstance(e, OrganSupport) and field == "kind":
         return v.organ_support[e.kind].name
     if isinstance(e, Diagnosis) and field == "diagnosis":

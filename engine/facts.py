@@ -132,8 +132,9 @@ def build_facts(snap: Snapshot, as_of: int) -> list[Fact]:
             add({"k": ORDER, "d": o2.drug, "st": o2.status, "ts": float(o2.time), "te": float(o2.time)}, o2)
     for r in snap.reactions:
         if r.time <= as_of:
-            data: FactData = {"k": REACTION, "d": r.drug, "sev": float(SEVERITY_RANK[r.severity]),
-                              "ts": float(r.time), "te": float(r.time)}
+            data: FactData = {"k": REACTION, "d": r.drug, "ts": float(r.time), "te": float(r.time)}
+            if r.severity is not None:  # absent when not recorded: a severity test is then undecided
+                data["sev"] = float(SEVERITY_RANK[r.severity])
             for m in r.manifestations:
                 data[f"m_{m}"] = 1.0
             add(data, r)

@@ -246,7 +246,8 @@ class _Writer:
                 "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
                 "code": "confirmed"}]},
             "category": ["medication"], "code": self.drug(r.drug), "patient": self.subject,
-            "reaction": [{"manifestation": manifestations, "severity": r.severity, "onset": iso(r.time)}],
+            "reaction": [{"manifestation": manifestations, "onset": iso(r.time)}
+                         | ({"severity": r.severity} if r.severity is not None else {})],
         }, r.illustrative)
 
     def support(self, s: OrganSupport) -> None:
@@ -351,8 +352,9 @@ def snapshot_to_case(snapshot: Snapshot) -> tuple[dict[str, Any], list[str]]:
                                 | ({"end": iso(c.end)} if c.end is not None else {})) for c in s.courses]
     case["orders"] = [mark(o, {"drug": o.drug, "status": o.status, "time": iso(o.time)} | dose(o.dose))
                       for o in s.orders]
-    case["reactions"] = [mark(r, {"drug": r.drug, "manifestations": list(r.manifestations), "severity": r.severity,
-                                  "time": iso(r.time)}) for r in s.reactions if r.manifestations]
+    case["reactions"] = [mark(r, {"drug": r.drug, "manifestations": list(r.manifestations)}
+                              | ({"severity": r.severity} if r.severity is not None else {})
+                              | {"time": iso(r.time)}) for r in s.reactions if r.manifestations]
     left_out = [f"{r.ref}: a reaction with no manifestation mascds knows; a case file needs one, so it is left "
                 "out" for r in s.reactions if not r.manifestations]
     case["organ_support"] = [mark(o, {"kind": o.kind, "start": iso(o.start)}

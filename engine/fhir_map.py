@@ -687,13 +687,13 @@ class Mapper:
                 out.append(found)
         return list(dict.fromkeys(out))
 
-    def _severity(self, severity: str | None, ref: str) -> str:
+    def _severity(self, severity: str | None, ref: str) -> str | None:
+        """The severity, or None when not recorded: rules on severity are then undecided and ask for it."""
         if severity in self.v.severities:
             return severity
-        lowest = self.v.severities[0]
-        self.error(ref, f"reaction severity not recorded; kept as {lowest} (the lowest), so a rule on severity "
-                   "may miss it", "record the reaction severity (mild, moderate or severe)")
-        return lowest
+        if severity is not None:
+            self.warn(ref, f"reaction severity '{severity}' is not one mascds knows; treated as not recorded")
+        return None
 
     def allergy(self, a: AllergyIntolerance, ref: str) -> bool:
         verification = [code for _, code, _ in codings(a.verificationStatus)]

@@ -253,12 +253,13 @@ class _Ingest:
             else:
                 manifestations.append(found)
         sev = r.severity if r.severity in self.vocab.severities else None
-        if sev is None:
+        if r.severity is not None and sev is None:
             self.err((*path, "severity"), "E111", f"unknown severity '{r.severity}'",
                      choices_hint(r.severity, self.vocab.severities))
+            ok = False
         t = self.time(r.time, (*path, "time"))
         ill = self.marked(r, path)
-        if drug is None or sev is None or t is None or not ok:
+        if drug is None or t is None or not ok:
             return None
         return Reaction(self.ref(path), ill, drug, tuple(dict.fromkeys(manifestations)), sev, t)
 

@@ -55,7 +55,7 @@ class Order(Entry):
 class Reaction(Entry):
     drug: str
     manifestations: tuple[str, ...]
-    severity: str
+    severity: str | None  # None: not recorded
     time: int
 
 

@@ -139,7 +139,7 @@ def snapshot(rng: random.Random, n: int) -> tuple[Snapshot, int]:
         ms = tuple(rng.sample(["anaphylaxis", "urticaria", "palpitations", "chest-tightness", "rash"],
                               k=rng.choice([1, 2])))
         reactions.append(Reaction(f"gen:rx{i}", False, rng.choice(["tocilizumab", "tocilizumab", "anakinra"]),
-                                  ms, rng.choice(["mild", "moderate", "severe"]), _t(rng)))
+                                  ms, rng.choice(["mild", "moderate", "severe", None]), _t(rng)))
     supports = []
     if 0.3 <= scenario < 0.5:
         vent_start = min((o.time for o in obs if o.analyte == "spo2"), default=_t(rng, 1, 10)) - 3600
