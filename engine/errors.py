@@ -59,6 +59,15 @@ CODES: dict[str, str] = {
     "E402": "entry must say whether it is reported or illustrative",
     "E403": "course ends before it starts",
     "E404": "case has no events",
+    # lint: across the knowledge base and its cases
+    "L100": "derived fact is never used",
+    "L101": "condition can never be true",
+    "L102": "opposite actions on one target at the same priority",
+    "L103": "no case where the rule fires",
+    "L104": "no case where the rule must not fire",
+    "L105": "text without a translation",
+    "L106": "no case files to check the rules against",
+    "L107": "translation differs from the English in quoted values or numbers",
     # FHIR input
     "E500": "not a FHIR R4 Bundle",
     "E501": "FHIR resource fails validation",
