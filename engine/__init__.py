@@ -14,6 +14,10 @@ The public API::
     why = engine.explain(kb, case, "wu2025.consider-ruxolitinib", at="day 11 16:00")
     print(why.render_text())
 
+    timeline = engine.replay(kb, case)                   # every event, one incremental session
+    for rule_id, spans in timeline.spans().items():
+        print(rule_id, [(s.state, s.start, s.end) for s in spans])
+
 Snapshots can also be built from dicts shaped like case files with :func:`snapshot_from_dict`, and from FHIR
 R4 (:func:`load_fhir`, :func:`snapshot_from_bundle`, :func:`snapshot_from_resources`; docs/fhir.md);
 :func:`case_to_bundle` writes a snapshot as a FHIR R4 Bundle.
@@ -23,6 +27,7 @@ Every deliberate failure is a :class:`MascdsError`; load problems carry located 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +37,7 @@ from .ingest import load_case, snapshot_from_dict
 from .kb import BackendName, KnowledgeBase, load_knowledge_base, validate_knowledge_base
 from .result import Action, Assessment, Citation, Matched, Recommendation, Result, Undecided
 from .snapshot import Snapshot
+from .timeline import Replay, Span
 
 if TYPE_CHECKING:
     from .fhir import FhirIngest, is_fhir_bundle, load_fhir, snapshot_from_bundle, snapshot_from_resources
@@ -67,8 +73,10 @@ __all__ = [
     "MascdsError",
     "Matched",
     "Recommendation",
+    "Replay",
     "Result",
     "Snapshot",
+    "Span",
     "Undecided",
     "UsageError",
     "__version__",
@@ -79,6 +87,7 @@ __all__ = [
     "load_case",
     "load_fhir",
     "load_knowledge_base",
+    "replay",
     "snapshot_from_bundle",
     "snapshot_from_dict",
     "snapshot_from_resources",
@@ -103,3 +112,12 @@ def explain(kb: KnowledgeBase, snapshot: Snapshot, rule_id: str, at: int | str |
     result = kb.evaluate(snapshot, at, backend=backend, lang=lang)
     rule = kb.compiled.models[rule_id]
     return explain_result(result, rule_id, text_in(rule.title, lang), rule.version, kb.compiled.files[rule_id].file)
+
+
+def replay(kb: KnowledgeBase, snapshot: Snapshot, times: Sequence[int] | None = None,
+           backend: BackendName = "durable", lang: str = "en", incremental: bool = True) -> Replay:
+    """Evaluate ``snapshot`` at each of ``times`` (default: every event of its timeline) in one incremental
+    session - the same results as evaluating each time on its own - and say when each finding held."""
+    from .timeline import replay as run
+
+    return run(kb, snapshot, times, backend=backend, lang=lang, incremental=incremental)

@@ -333,6 +333,11 @@ class _RuleCompiler:
             bounds.append(("lo", spec.during, "ts", 0.0))
             bounds.append(("hi", spec.during, "te", 0.0))
             words.append(f"during {self._phrase(spec.during)}")
+        if any(b[0] == "lo" and b[1] == CLOCK for b in bounds) and not any(b[0] == "hi" and b[1] == CLOCK
+                                                                           for b in bounds):
+            # Nothing after the evaluation time exists when facts are built for one time; a session kept
+            # across times (replay) holds earlier clocks too, and this keeps later facts off them.
+            bounds.append(("hi", CLOCK, "now", 0.0))
         return bounds, ", ".join(words) if words else "at any time"
 
     def _phrase(self, alias: str) -> str:

@@ -29,7 +29,7 @@ import json
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import durable_rules_engine as _dre
@@ -179,12 +179,18 @@ def ruleset_json(queries: Sequence[Query]) -> dict[str, Any]:
 
 
 class DurableSession:
-    def __init__(self, backend: DurableBackend) -> None:
+    def __init__(self, backend: DurableBackend, incremental: bool = False) -> None:
         self.backend = backend
         self.sid = f"s{next(_sessions)}"
         self.found: dict[str, set[tuple[str, ...]]] = defaultdict(set)
         self.count = 0
         self.open = True
+        # Incremental sessions (replay) keep facts across evaluation times. The engine cannot retract safely
+        # (asserting after retract_facts crashed it), so facts that no longer hold stay in the engine and are
+        # retired here: their matches are dropped, and new matches that include them are ignored.
+        self.incremental = incremental
+        self.retired: set[str] = set()
+        self.index: dict[str, list[tuple[str, tuple[str, ...]]]] = defaultdict(list)
         backend.lock.acquire()
 
     def add(self, facts: Sequence[Fact]) -> None:
@@ -223,7 +229,9 @@ class DurableSession:
                         continue
                     names = aliases[rule]
                     found = self.found[rule]
-                    if len(names) == 1:
+                    if self.incremental:
+                        self._keep(rule, [tuple([frame[a]["id"] for a in names]) for frame in frames])
+                    elif len(names) == 1:
                         found.update((frame["x"]["id"],) for frame in frames)
                     else:
                         found.update(tuple([frame[a]["id"] for a in names]) for frame in frames)
@@ -231,6 +239,22 @@ class DurableSession:
         except _dre.error as exc:
             raise EvaluationError(f"the rule engine failed while reporting matches: {exc}") from exc
         return seen
+
+    def _keep(self, rule: str, tuples: list[tuple[str, ...]]) -> None:
+        found = self.found[rule]
+        for t in tuples:
+            if self.retired.isdisjoint(t):
+                found.add(t)
+                for fid in t:
+                    self.index[fid].append((rule, t))
+
+    def retire(self, ids: Iterable[str]) -> None:
+        if not self.incremental:
+            raise EvaluationError("facts can be retired only in an incremental session")
+        for fid in ids:
+            self.retired.add(fid)
+            for rule, t in self.index.pop(fid, ()):
+                self.found[rule].discard(t)
 
     def tuples(self, qid: str) -> Tuples:
         return frozenset(self.found.get(qid, ()))
@@ -276,8 +300,8 @@ class DurableBackend:
     def shards(self) -> int:
         return len(self.handles)
 
-    def open(self) -> DurableSession:
-        return DurableSession(self)
+    def open(self, incremental: bool = False) -> DurableSession:
+        return DurableSession(self, incremental)
 
     def close(self) -> None:
         self._finalizer()

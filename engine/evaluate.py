@@ -10,14 +10,14 @@ it). Derived facts of one stratum are added to the session before the next strat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 from .compile import CompiledKB
 from .describe import fact_json_with_text, template_field
 from .errors import EvaluationError, MascdsError
-from .facts import Fact, build_facts, clock_fact
+from .facts import DERIVED_SECTION, Fact, build_facts, clock_fact
 from .ir import (
     DERIVED,
     All,
@@ -74,8 +74,9 @@ def _dedupe(items: Iterable[Missing]) -> tuple[Missing, ...]:
     return tuple(seen.values())
 
 
-def _order_key(f: Fact) -> tuple[float, int, str]:
-    return (float(f.data["ts"]), int(f.id) if f.id.isdigit() else 10**9, f.id)
+def _order_key(f: Fact) -> tuple[float, tuple[int, int, int], str]:
+    """Time, then the fact's place in the record: the same order whatever ids a session gave the facts."""
+    return (float(f.data["ts"]), f.key, f.id)
 
 
 def _count_verdict(op: str, n: int, lo: int, hi: float) -> Verdict:
@@ -113,13 +114,14 @@ class RuleEvaluator:
         key = (qid, tuple(bindings[alias].fact.id for _, alias in positions))
         found = self.answers.get(key)
         if found is None:
-            tuples = self.session.tuples(qid)
-            if positions:
-                found = frozenset(t[-1] for t in tuples if all(t[i] == key[1][n] for n, (i, _) in
-                                                                enumerate(positions)))
-            else:
-                found = frozenset(t[-1] for t in tuples)
-            self.answers[key] = found
+            # group the query's answers by its anchors once; each binding then looks its group up
+            slots = tuple(i for i, _ in positions)
+            groups: dict[tuple[str, ...], set[str]] = {}
+            for t in self.session.tuples(qid):
+                groups.setdefault(tuple(t[i] for i in slots), set()).add(t[-1])
+            for anchors, ids in groups.items():
+                self.answers[(qid, anchors)] = frozenset(ids)
+            found = self.answers.setdefault(key, frozenset())
         return found
 
     def leaf(self, lf: Leaf, bindings: dict[str, Binding], verdicts: dict[str, NodeResult]) -> \
@@ -483,10 +485,13 @@ def resolve_conflicts(recs: list[Recommendation], policy: str) -> tuple[list[Rec
 
 
 def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot, as_of: int,
-                      backend_name: str, lang: str = "en") -> Result:
-    facts = build_facts(snapshot, as_of)
-    facts.append(clock_fact(as_of))
-    session.add(facts)
+                      backend_name: str, lang: str = "en", facts: Sequence[Fact] | None = None,
+                      new_id: Callable[[], str] | None = None) -> Result:
+    """Evaluate ``snapshot`` as of ``as_of``. By default its facts are built and added to ``session`` here; a
+    replay passes ``facts`` already in the session (with their session ids) and ``new_id`` for derived facts."""
+    if facts is None:
+        facts = [*build_facts(snapshot, as_of), clock_fact(as_of)]
+        session.add(facts)
     by_id = {f.id: f for f in facts}
     ev = RuleEvaluator(kb, session, by_id, as_of, snapshot)
     traces: dict[str, NodeResult] = {}
@@ -528,9 +533,10 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
                     data["hi"] = float(outcome.score.high)
                 if outcome.score.exact is not None:
                     data["v"] = float(outcome.score.exact)
-            fid = f"d{len(derived_facts)}"
+            fid = new_id() if new_id is not None else f"d{len(derived_facts)}"
             fact = Fact(fid, data, None, {"rule": cr.id, "missing": outcome.missing, "caveats": outcome.caveats,
-                                          "unrecorded": outcome.score.missing if outcome.score is not None else ()})
+                                          "unrecorded": outcome.score.missing if outcome.score is not None else ()},
+                        (DERIVED_SECTION, len(derived_facts), 0))
             derived_facts[cr.derives] = fact
             by_id[fid] = fact
             derived[cr.derives] = (res, cr.id)

@@ -20,6 +20,11 @@ Tuples = frozenset[tuple[str, ...]]
 class MatchSession(Protocol):
     def add(self, facts: Sequence[Fact]) -> None: ...
 
+    def retire(self, ids: Iterable[str]) -> None:
+        """Facts that no longer hold (an earlier clock, a course that has since ended): no answer may use them.
+        Only sessions opened with ``incremental=True`` support it."""
+        ...
+
     def tuples(self, qid: str) -> Tuples: ...
 
     def close(self) -> None: ...
@@ -28,7 +33,7 @@ class MatchSession(Protocol):
 class Backend(Protocol):
     name: str
 
-    def open(self) -> MatchSession: ...
+    def open(self, incremental: bool = False) -> MatchSession: ...
 
     def close(self) -> None: ...
 
@@ -82,6 +87,14 @@ class ReferenceSession:
             self.by_kind[str(f.data["k"])].append(f)
         self.cache.clear()
 
+    def retire(self, ids: Iterable[str]) -> None:
+        gone = set(ids)
+        if gone:
+            self.facts = [f for f in self.facts if f.id not in gone]
+            for kind, facts in self.by_kind.items():
+                self.by_kind[kind] = [f for f in facts if f.id not in gone]
+            self.cache.clear()
+
     def tuples(self, qid: str) -> Tuples:
         found = self.cache.get(qid)
         if found is None:
@@ -117,7 +130,7 @@ class ReferenceBackend:
     def __init__(self, queries: dict[str, Query]) -> None:
         self.queries = queries
 
-    def open(self) -> ReferenceSession:
+    def open(self, incremental: bool = False) -> ReferenceSession:
         return ReferenceSession(self.queries)
 
     def close(self) -> None:

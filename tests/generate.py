@@ -165,3 +165,33 @@ def snapshot(rng: random.Random, n: int) -> tuple[Snapshot, int]:
         last = max(snap.event_times(), default=START)
         return snap, last + int(rng.uniform(-1, 1) * DAY) // 1800 * 1800
     return snap, _t(rng, 0, 30)
+
+
+def long_timeline(days: int) -> dict[str, object]:
+    """A case dict of an sJIA-MAS admission followed day by day: labs every morning, temperatures twice a day,
+    three pulse courses, ciclosporin and then ruxolitinib twice a day (every value synthetic). About 3.2 events
+    a day: 60 days give 191 event times. Used by the replay test and benchmark."""
+    obs: list[dict[str, object]] = []
+    for d in range(days):
+        ferritin = 8000 * 1.3 ** min(d, 10) / 1.25 ** max(0, d - 10)
+        platelets = max(30, 250 - 10 * min(d, 12) + 8 * max(0, d - 12))
+        obs += [{"analyte": "ferritin", "value": round(ferritin), "unit": "ng/mL", "time": f"day {d} 07:00"},
+                {"analyte": "platelets", "value": platelets, "unit": "10*9/L", "time": f"day {d} 07:00"},
+                {"analyte": "ast", "value": 60 + 20 * min(d, 10), "unit": "U/L", "time": f"day {d} 07:00"},
+                {"analyte": "temperature", "value": 39.5 if d < 18 else 37.0, "unit": "Cel",
+                 "time": f"day {d} 06:00"},
+                {"analyte": "temperature", "value": 39.0 if d < 18 else 36.8, "unit": "Cel",
+                 "time": f"day {d} 18:00"}]
+    pulses = [{"drug": "methylprednisolone", "route": "iv", "regimen": "pulse", "dose": 30, "unit": "mg/kg",
+               "frequency": "q24h", "start": f"day {s} 10:00", "end": f"day {s + 2} 10:00"} for s in (2, 7, 12)]
+    return {
+        "case": {"id": f"long-{days}", "title": f"Synthetic {days}-day timeline"},
+        "patient": {"sex": "female", "age_years": 9, "weight": {"value": 30, "unit": "kg"}},
+        "timeline": {"start": "2024-01-01"},
+        "diagnoses": [{"code": "sjia", "onset": "day -300"},
+                      {"code": "mas", "onset": "day 1 08:00", "resolved": "day 30"}],
+        "observations": obs,
+        "medications": [*pulses, {"drug": "ciclosporin", "route": "oral", "frequency": "q12h", "start": "day 3 20:00"},
+                        {"drug": "ruxolitinib", "route": "oral", "dose": 10, "unit": "mg", "frequency": "q12h",
+                         "start": "day 16 08:00"}],
+    }
