@@ -106,14 +106,17 @@ Duration = Annotated[str, Field(description="A duration: a number and a unit (mi
                                 examples=["24h", "3d"])]
 AliasName = Annotated[str, Field(pattern=_ALIAS, description="A name for the matched fact, used by later "
                                  "conditions and in rationale templates.", examples=["third_pulse"])]
-Number = Annotated[float | int, Field(description="A number in the analyte's canonical unit.")]
+Number = Annotated[float | int, Field(description="A number, in the unit the condition gives (the observation's "
+                                      "or dose's unit); a derived score or ratio as computed.")]
 
 
 class LocalText(Strict):
     """Text with translations; ``en`` is required."""
 
-    en: str = Field(min_length=1, description="English text.")
-    zh_CN: str | None = Field(default=None, alias="zh-CN", description="Simplified Chinese text.")
+    en: str = Field(min_length=1, description="English text; required, and shown when no translation exists.",
+                    examples=["Stop tocilizumab."])
+    zh_CN: str | None = Field(default=None, alias="zh-CN", description="Simplified Chinese text; optional (English "
+                              "is shown when it is left out).", examples=["停用托珠单抗。"])
 
 
 Text = Annotated[str | LocalText, Field(description="Text, or a mapping of language to text "
@@ -141,11 +144,21 @@ Operand = Annotated[Number | Ref, Field(description="A number, or {ref: alias} f
 class Count(Strict):
     """How many matching facts are needed."""
 
-    gt: int | None = Field(default=None, ge=0)
-    gte: int | None = Field(default=None, ge=0)
-    lt: int | None = Field(default=None, ge=0)
-    lte: int | None = Field(default=None, ge=0)
-    eq: int | None = Field(default=None, ge=0)
+    gt: int | None = Field(default=None, ge=0, description="Holds when the number counted (matching facts, courses, "
+                           "administrations or drugs; for patient age_years, the age in whole years) is greater "
+                           "than this whole number; give exactly one of gt, gte, lt, lte, eq.", examples=[2])
+    gte: int | None = Field(default=None, ge=0, description="Holds when the number counted (matching facts, courses, "
+                            "administrations or drugs; for patient age_years, the age in whole years) is at least "
+                            "this whole number; give exactly one of gt, gte, lt, lte, eq.", examples=[3, 2])
+    lt: int | None = Field(default=None, ge=0, description="Holds when the number counted (matching facts, courses, "
+                           "administrations or drugs; for patient age_years, the age in whole years) is less than "
+                           "this whole number; give exactly one of gt, gte, lt, lte, eq.", examples=[16])
+    lte: int | None = Field(default=None, ge=0, description="Holds when the number counted (matching facts, courses, "
+                            "administrations or drugs; for patient age_years, the age in whole years) is at most "
+                            "this whole number; give exactly one of gt, gte, lt, lte, eq.", examples=[1])
+    eq: int | None = Field(default=None, ge=0, description="Holds when the number counted (matching facts, courses, "
+                           "administrations or drugs; for patient age_years, the age in whole years) equals this "
+                           "whole number; give exactly one of gt, gte, lt, lte, eq.", examples=[2])
 
     @model_validator(mode="after")
     def _one(self) -> Count:
@@ -167,8 +180,11 @@ class Anchor(Strict):
     fact: AliasName = Field(description="Alias of an earlier condition.")
     edge: Literal["start", "end", "time"] | None = Field(
         default=None, description="Which edge of the other fact: start or end of an interval (course, organ "
-        "support); 'time' for a point in time. Default: end for 'after', start for 'before'.")
-    within: Duration | None = Field(default=None, description="Only this long after/before the edge.")
+        "support); 'time' for a point in time. Default: end for 'after', start for 'before'.",
+        examples=["end", "start", "time"])
+    within: Duration | None = Field(default=None, description="Only facts within this long after (or before) the "
+                                    "edge; left out, the window stays open up to the evaluation time (or back to the "
+                                    "start of the record).", examples=["24h", "7d"])
 
     @field_validator("within", mode="before")
     @classmethod
@@ -179,18 +195,25 @@ class Anchor(Strict):
 class WindowFields(Strict):
     within: Duration | None = Field(default=None, description="Only facts from this long before the "
                                     "evaluation time.", examples=["72h"])
-    after: Anchor | None = Field(default=None, description="Only facts at or after another fact.")
-    before: Anchor | None = Field(default=None, description="Only facts at or before another fact.")
-    during: AliasName | None = Field(default=None, description="Only facts overlapping another fact's interval.")
+    after: Anchor | None = Field(default=None, description="Only facts at or after another fact.",
+                                 examples=[{"fact": "third_pulse", "edge": "end"}, {"fact": "serious", "edge": "time"}])
+    before: Anchor | None = Field(default=None, description="Only facts at or before another fact.",
+                                  examples=[{"fact": "ventilation", "edge": "start", "within": "7d"}])
+    during: AliasName | None = Field(default=None, description="Only facts overlapping another fact's interval.",
+                                     examples=["third_pulse"])
     which: Literal["latest", "earliest", "any", "all", "highest", "lowest"] | None = Field(
         default=None, description="Which of the facts in the window decides: the latest (default for "
         "observations and findings), the earliest, any (default for medications and events), all, or the "
-        "highest / lowest value (observations).")
+        "highest / lowest value (observations).", examples=["any", "latest"])
     started_before: Duration | None = Field(
         default=None, description="Only facts that started at least this long before the evaluation time (a "
         "course running for at least 12 weeks: active: true, started_before: 12w).", examples=["12w"])
-    count: Count | None = Field(default=None, description="How many facts in the window must match.")
-    as_: AliasName | None = Field(default=None, alias="as", description="Name the matched fact.")
+    count: Count | None = Field(default=None, description="How many facts in the window must match (instead of "
+                                "'which').", examples=[{"gte": 2}])
+    as_: AliasName | None = Field(default=None, alias="as", description="Name the matched fact (the latest when "
+                                  "several match; the n-th for nth_course), for later conditions and {name.field} "
+                                  "in the rationale.",
+                                  examples=["third_pulse", "tcz"])
 
     @field_validator("within", "started_before", mode="before")
     @classmethod
@@ -209,11 +232,21 @@ class WindowFields(Strict):
 
 
 class ValueFields(Strict):
-    gt: Operand | None = Field(default=None, description="Value greater than.")
-    gte: Operand | None = Field(default=None, description="Value greater than or equal to.")
-    lt: Operand | None = Field(default=None, description="Value less than.")
-    lte: Operand | None = Field(default=None, description="Value less than or equal to.")
-    eq: Operand | None = Field(default=None, description="Value equal to.")
+    gt: Operand | None = Field(default=None, description="Value greater than: a number in the condition's unit (a "
+                               "derived score or ratio as computed), or {ref: alias} for another matched fact's value "
+                               "(not for doses).", examples=[684, 48])
+    gte: Operand | None = Field(default=None, description="Value greater than or equal to: a number in the "
+                                "condition's unit (a derived score or ratio as computed), or {ref: alias} for another "
+                                "matched fact's value (not for doses).", examples=[38.4, 30])
+    lt: Operand | None = Field(default=None, description="Value less than: a number in the condition's unit (a "
+                               "derived score or ratio as computed), or {ref: alias} for another matched fact's value "
+                               "(not for doses).", examples=[90, 100])
+    lte: Operand | None = Field(default=None, description="Value less than or equal to: a number in the condition's "
+                                "unit (a derived score or ratio as computed), or {ref: alias} for another matched "
+                                "fact's value (not for doses).", examples=[181, 360])
+    eq: Operand | None = Field(default=None, description="Value equal to: a number in the condition's unit (a "
+                               "derived score or ratio as computed), or {ref: alias} for another matched fact's value "
+                               "(not for doses).", examples=[2])
 
     def comparisons(self) -> list[tuple[Op, float | int | Ref]]:
         return [(name, getattr(self, name)) for name in COMPARATORS if getattr(self, name) is not None]
@@ -232,11 +265,13 @@ class ObservationSpec(WindowFields, ValueFields):
 
     analyte: str = Field(description="Analyte id from the vocabulary (e.g. ferritin, platelets, temperature).",
                          examples=["ferritin"])
-    unit: str | None = Field(default=None, description="The unit of the numbers in the comparison; must be "
-                             "the analyte's canonical unit (required when comparing).", examples=["ng/mL"])
+    unit: str | None = Field(default=None, description="The unit the comparison's numbers are written in: any unit "
+                             "of the analyte in the reviewed table (a unit other than the canonical one is converted "
+                             "exactly and warned about, E115); required when comparing with a number.",
+                             examples=["ng/mL", "10*9/L", "Cel"])
     trend: Literal["rising", "falling"] | None = Field(
         default=None, description="The latest measurement is higher (rising) or lower (falling) than the one "
-        "before it, both in the window.")
+        "before it, both in the window.", examples=["rising", "falling"])
 
     @field_validator("analyte")
     @classmethod
@@ -267,8 +302,10 @@ class ObservationSpec(WindowFields, ValueFields):
 class FindingSpec(WindowFields):
     """An examination or investigation finding recorded as present or absent."""
 
-    code: str = Field(description="Finding id from the vocabulary (e.g. splenomegaly).")
-    present: bool = Field(default=True, description="Match a finding recorded as present (default) or absent.")
+    code: str = Field(description="Finding id from the vocabulary (e.g. splenomegaly).",
+                      examples=["splenomegaly", "haemophagocytosis"])
+    present: bool = Field(default=True, description="Match a finding recorded as present (default) or absent.",
+                          examples=[True, False])
 
     @field_validator("code")
     @classmethod
@@ -277,7 +314,8 @@ class FindingSpec(WindowFields):
 
 
 class DoseTest(ValueFields):
-    unit: str = Field(description="Dose unit: mg, g, mg/kg, mg/day, mg/kg/day, µg/kg/min …")
+    unit: str = Field(description="Dose unit, which decides what is compared: per administration (mg, g, mg/kg), "
+                      "per day (mg/day, mg/kg/day) or infusion rate (µg/kg/min).", examples=["mg/kg"])
 
     @field_validator("unit")
     @classmethod
@@ -333,12 +371,17 @@ class MedicationSpec(WindowFields, DrugFields):
     route: str | None = Field(default=None, description="Route (iv, oral, sc, im).")
     regimen: str | None = Field(default=None, description="Course label, e.g. pulse.")
     dose: DoseTest | None = Field(default=None, description="Dose per administration, per day or per kg, "
-                                  "by the unit given.")
-    active: bool | None = Field(default=None, description="A course that is running at the evaluation time.")
-    courses: Count | None = Field(default=None, description="Number of matching courses.")
-    doses: Count | None = Field(default=None, description="Number of matching administrations.")
-    drugs: Count | None = Field(default=None, description="Number of distinct matching drugs (with class).")
-    nth_course: int | None = Field(default=None, ge=1, description="The n-th matching course by start time.")
+                                  "by the unit given.", examples=[{"gte": 30, "unit": "mg/kg"}])
+    active: bool | None = Field(default=None, description="A course that is running at the evaluation time.",
+                                examples=[True])
+    courses: Count | None = Field(default=None, description="Number of matching courses.",
+                                  examples=[{"gte": 3}])
+    doses: Count | None = Field(default=None, description="Number of matching administrations.",
+                                examples=[{"gte": 3}])
+    drugs: Count | None = Field(default=None, description="Number of distinct matching drugs (with class).",
+                                examples=[{"gte": 2}])
+    nth_course: int | None = Field(default=None, ge=1, description="The n-th matching course by start time.",
+                                   examples=[3])
 
     @field_validator("route")
     @classmethod
@@ -381,12 +424,16 @@ class OrderSpec(WindowFields, DrugFields):
     """A medication order (e.g. a draft order being signed)."""
 
     status: list[Literal["draft", "active"]] = Field(default_factory=_BOTH_STATUSES.copy,
-                                                     description="Order statuses that count.")
+                                                     description="Order statuses that count (draft: not yet "
+                                                     "signed; active: in force); default both.",
+                                                     examples=[["draft"]])
 
 
 class Severity(Strict):
-    gte: str | None = None
-    eq: str | None = None
+    gte: str | None = Field(default=None, description="At least this severity (mild < moderate < severe); give "
+                            "gte or eq.", examples=["severe"])
+    eq: str | None = Field(default=None, description="Exactly this severity (mild, moderate or severe); give gte or "
+                           "eq.", examples=["severe"])
 
     @model_validator(mode="after")
     def _one(self) -> Severity:
@@ -402,8 +449,11 @@ class Severity(Strict):
 class ReactionSpec(WindowFields, DrugFields):
     """An adverse reaction attributed to a drug."""
 
-    manifestation: list[str] | None = Field(default=None, description="Any of these manifestations.")
-    severity: Severity | None = Field(default=None, description="Severity, e.g. {gte: severe}.")
+    manifestation: list[str] | None = Field(default=None, description="Any of these manifestations (vocabulary "
+                                            "ids or synonyms).", examples=[["anaphylaxis"]])
+    severity: Severity | None = Field(default=None, description="Severity, e.g. {gte: severe}; a reaction recorded "
+                                      "without a severity leaves the condition undecided.",
+                                      examples=[{"gte": "severe"}])
 
     @field_validator("manifestation")
     @classmethod
@@ -422,9 +472,10 @@ class ReactionSpec(WindowFields, DrugFields):
 
 
 class OrganSupportSpec(WindowFields):
-    kind: str = Field(description="mechanical-ventilation, non-invasive-ventilation, high-flow-oxygen, ecmo, "
-                      "renal-replacement-therapy")
-    active: bool | None = Field(default=None, description="Running at the evaluation time.")
+    kind: str = Field(description="Kind of organ support: mechanical-ventilation, non-invasive-ventilation, "
+                      "high-flow-oxygen, ecmo or renal-replacement-therapy.",
+                      examples=["mechanical-ventilation", "ecmo"])
+    active: bool | None = Field(default=None, description="Running at the evaluation time.", examples=[True])
 
     @field_validator("kind")
     @classmethod
@@ -433,8 +484,9 @@ class OrganSupportSpec(WindowFields):
 
 
 class DiagnosisSpec(WindowFields):
-    code: str = Field(description="Diagnosis id (sjia, mas, hlh, …) or a synonym.")
-    active: bool | None = Field(default=None, description="Not resolved at the evaluation time.")
+    code: str = Field(description="Diagnosis id (sjia, mas, hlh, …) or a synonym.", examples=["sjia", "mas"])
+    active: bool | None = Field(default=None, description="Not resolved at the evaluation time; left out, a "
+                                "resolved diagnosis matches too.", examples=[True])
 
     @field_validator("code")
     @classmethod
@@ -446,11 +498,13 @@ class DiagnosisSpec(WindowFields):
 
 
 class DerivedSpec(ValueFields):
-    fact: str = Field(pattern=_ID, description="Name of a fact derived by another rule.")
+    fact: str = Field(pattern=_ID, description="Name of a fact derived by another rule.",
+                      examples=["refractory-sjia-mas", "febrile"])
     is_: Literal["met", "not_met"] | None = Field(
         default=None, alias="is", description="met or not_met; default met, or any status when comparing the "
-        "derived value (a score) with a number.")
-    as_: AliasName | None = Field(default=None, alias="as")
+        "derived value (a score) with a number.", examples=["not_met"])
+    as_: AliasName | None = Field(default=None, alias="as", description="Name the derived fact, so the rationale can "
+                                  "quote {name.fact}, {name.status} or {name.value}.", examples=["refractory"])
 
     def status_test(self) -> str | None:
         if self.is_ is not None:
@@ -459,9 +513,13 @@ class DerivedSpec(ValueFields):
 
 
 class PatientSpec(Strict):
-    age_years: Count | None = Field(default=None, description="Age at the evaluation time, in whole years.")
-    sex: Literal["female", "male"] | None = None
-    as_: AliasName | None = Field(default=None, alias="as")
+    age_years: Count | None = Field(default=None, description="Age at the evaluation time, in whole years; "
+                                    "undecided when no age is recorded or the possible ages disagree.",
+                                    examples=[{"lt": 16}])
+    sex: Literal["female", "male"] | None = Field(default=None, description="The patient's sex: female or male; "
+                                                  "left out, any sex.", examples=["female"])
+    as_: AliasName | None = Field(default=None, alias="as", description="Name the patient fact, so the rationale "
+                                  "can quote {name.age}, {name.sex} or {name.weight}.", examples=["pt"])
 
     @model_validator(mode="after")
     def _some(self) -> PatientSpec:
@@ -473,20 +531,31 @@ class PatientSpec(Strict):
 # --- condition tree -----------------------------------------------------------------------------------
 
 class AllCond(Strict):
-    all: list[Condition] = Field(min_length=1, description="Every condition holds.")
+    all: list[Condition] = Field(min_length=1, description="Every condition holds (false as soon as one is false, "
+                                 "undecided if none is false but one is undecided).",
+                                 examples=[[{"derived": {"fact": "refractory-sjia-mas"}},
+                                            {"medication": {"drug": "tocilizumab", "active": True, "as": "tcz"}}]])
 
 
 class AnyCond(Strict):
-    any: list[Condition] = Field(min_length=1, description="At least one condition holds.")
+    any: list[Condition] = Field(min_length=1, description="At least one condition holds (true as soon as one is "
+                                 "true, undecided if none is true but one is undecided).",
+                                 examples=[[{"derived": {"fact": "febrile"}}, {"derived": {"fact": "active-mas"}}]])
 
 
 class NotCond(Strict):
-    not_: Condition = Field(alias="not", description="The condition does not hold.")
+    not_: Condition = Field(alias="not", description="The condition does not hold (undecided stays undecided).",
+                            examples=[{"medication": {"class": "jak-inhibitor", "active": True}}])
 
 
 class AtLeastSpec(Strict):
-    count: int = Field(ge=1, description="How many must hold.")
-    of: list[Condition] = Field(min_length=1)
+    count: int = Field(ge=1, description="How many of the conditions must hold (at most the number listed).",
+                       examples=[2])
+    of: list[Condition] = Field(min_length=1, description="The conditions counted.", examples=[[
+        {"observation": {"analyte": "platelets", "lte": 181, "unit": "10*9/L", "within": "72h"}},
+        {"observation": {"analyte": "ast", "gt": 48, "unit": "U/L", "within": "72h"}},
+        {"observation": {"analyte": "triglycerides", "gt": 156, "unit": "mg/dL", "within": "72h"}},
+        {"observation": {"analyte": "fibrinogen", "lte": 360, "unit": "mg/dL", "within": "72h"}}]])
 
     @model_validator(mode="after")
     def _fits(self) -> AtLeastSpec:
@@ -497,43 +566,66 @@ class AtLeastSpec(Strict):
 
 
 class AtLeastCond(Strict):
-    at_least: AtLeastSpec = Field(description="At least `count` of the conditions hold.")
+    at_least: AtLeastSpec = Field(description="At least `count` of the conditions hold (decided as soon as the "
+                                  "known ones settle it).", examples=[{"count": 2, "of": [
+                                      {"observation": {"analyte": "platelets", "lte": 181, "unit": "10*9/L",
+                                                       "within": "72h"}},
+                                      {"observation": {"analyte": "ast", "gt": 48, "unit": "U/L", "within": "72h"}},
+                                      {"observation": {"analyte": "fibrinogen", "lte": 360, "unit": "mg/dL",
+                                                       "within": "72h"}}]}])
 
 
 class ObservationCond(Strict):
-    observation: ObservationSpec
+    observation: ObservationSpec = Field(
+        description="A lab or vital-sign measurement; undecided when nothing is measured in the window.",
+        examples=[{"analyte": "ferritin", "gt": 684, "unit": "ng/mL", "within": "72h"},
+                  {"analyte": "alt", "trend": "rising", "after": {"fact": "third_pulse", "edge": "end"}}])
 
 
 class FindingCond(Strict):
-    finding: FindingSpec
+    finding: FindingSpec = Field(
+        description="An examination or investigation finding recorded present or absent; undecided when nothing is "
+        "recorded in the window.", examples=[{"code": "splenomegaly", "within": "72h"}])
 
 
 class MedicationCond(Strict):
-    medication: MedicationSpec
+    medication: MedicationSpec = Field(
+        description="Exposure to a drug or drug class (administrations, or courses); false when none is recorded.",
+        examples=[{"drug": "methylprednisolone", "route": "iv", "regimen": "pulse", "courses": {"gte": 3}},
+                  {"class": "il6-inhibitor", "within": "28d"}])
 
 
 class OrderCond(Strict):
-    order: OrderSpec
+    order: OrderSpec = Field(description="A medication order (draft or active); false when none is recorded.",
+                             examples=[{"drug": "tocilizumab", "status": ["draft"], "within": "24h"}])
 
 
 class ReactionCond(Strict):
-    reaction: ReactionSpec
+    reaction: ReactionSpec = Field(description="An adverse reaction attributed to a drug; false when none is "
+                                   "recorded.", examples=[{"drug": "tocilizumab", "manifestation": ["anaphylaxis"]},
+                                                          {"drug": "tocilizumab", "severity": {"gte": "severe"}}])
 
 
 class OrganSupportCond(Strict):
-    organ_support: OrganSupportSpec
+    organ_support: OrganSupportSpec = Field(
+        description="Organ support such as mechanical ventilation or ECMO; false when none is recorded.",
+        examples=[{"kind": "mechanical-ventilation", "active": True, "as": "ventilation"}])
 
 
 class DiagnosisCond(Strict):
-    diagnosis: DiagnosisSpec
+    diagnosis: DiagnosisSpec = Field(description="A recorded diagnosis; false when it is not recorded.",
+                                     examples=[{"code": "sjia"}, {"code": "mas", "active": True}])
 
 
 class DerivedCond(Strict):
-    derived: DerivedSpec
+    derived: DerivedSpec = Field(description="A fact derived by another rule (an assessment), by status or value; "
+                                 "undecided when that rule is undecided.",
+                                 examples=[{"fact": "active-mas"}, {"fact": "febrile", "is": "not_met"}])
 
 
 class PatientCond(Strict):
-    patient: PatientSpec
+    patient: PatientSpec = Field(description="The patient's age or sex at the evaluation time.",
+                                 examples=[{"age_years": {"lt": 16}}, {"sex": "female"}])
 
 
 def condition_key(value: Any) -> str | None:
@@ -580,8 +672,14 @@ class Source(Strict):
     doi: str | None = Field(default=None, description="DOI without the https://doi.org/ prefix.",
                             examples=["10.12372/jcp.2025.24e0236"])
     pmid: str | None = Field(default=None, description="PubMed id.", examples=["26865703"])
-    reference: str = Field(min_length=10, description="Formatted reference: authors, title, journal, year.")
-    reported: str = Field(min_length=10, description="What the source reported that this rule relies on.")
+    reference: str = Field(min_length=10, description="Formatted reference: authors, title, journal, year.",
+                           examples=["Wu J, Shen D, Lu M. Salvage therapy for refractory macrophage activation "
+                                     "syndrome associated with systemic juvenile idiopathic arthritis: a case report. "
+                                     "J Clin Pediatr 2025;43(3):216-219."])
+    reported: str = Field(min_length=10, description="What the source reported that this rule relies on.",
+                          examples=["A febrile patient with known or suspected sJIA is classified as having MAS if "
+                                    "ferritin > 684 ng/mL and any 2 of: platelets ≤ 181 ×10⁹/L, AST > 48 U/L, "
+                                    "triglycerides > 156 mg/dL, fibrinogen ≤ 360 mg/dL."])
 
     @field_validator("doi")
     @classmethod
@@ -606,12 +704,19 @@ class Source(Strict):
 
 class Action(Strict):
     kind: Literal["start", "stop", "avoid", "consider", "reduce", "monitor", "escalate_care", "record_allergy"] = \
-        Field(description="What to do with the target (reduce: lower the dose or taper).")
-    target: str = Field(description="A drug, drug class or procedure from the vocabulary.")
-    text: Text = Field(description="The action in words, for the clinician.")
+        Field(description="What to do with the target (reduce: lower the dose or taper).",
+              examples=["stop", "consider"])
+    target: str = Field(description="A drug (any synonym), drug class or procedure from the vocabulary; actions on "
+                        "the same drug or class can conflict.",
+                        examples=["tocilizumab", "il6-inhibitor", "expert-centre-referral"])
+    text: Text = Field(description="The action in words, for the clinician.",
+                       examples=["Stop tocilizumab.", {"en": "Stop tocilizumab.", "zh-CN": "停用托珠单抗。"}])
     reported_dose: Text | None = Field(
         default=None, description="Dose wording exactly as the source reported it (never a computed dose); "
-        "or a statement that the source gives none.")
+        "or a statement that the source gives none.",
+        examples=["The guideline gives no dose.",
+                  "As reported, not a dosing rule: 2 mg/kg/day subcutaneously as maintenance in sJIA-associated MAS "
+                  "(Bruck 2011). EULAR/PReS 2024 give no dose."])
 
     @field_validator("target")
     @classmethod
@@ -626,21 +731,38 @@ class Action(Strict):
 
 
 class Recommend(Strict):
-    indicator: Literal["info", "warning", "critical"] = Field(description="Urgency, as in CDS Hooks cards.")
-    rationale: Text = Field(description="Why, in words; may quote matched values as {alias.field}.")
-    actions: list[Action] = Field(min_length=1)
+    indicator: Literal["info", "warning", "critical"] = Field(description="Urgency, as in CDS Hooks cards.",
+                                                              examples=["warning", "critical"])
+    rationale: Text = Field(description="Why, in words; may quote matched values as {alias.field}.",
+                            examples=["The MAS has not improved after three pulse courses with ciclosporin while on "
+                                      "tocilizumab (course since {tcz.start}). The source case stopped tocilizumab "
+                                      "at this point."])
+    actions: list[Action] = Field(min_length=1, description="What to do: one or more actions, each settled on its "
+                                  "own when recommendations conflict.",
+                                  examples=[[{"kind": "stop", "target": "tocilizumab", "text": "Stop tocilizumab."}]])
     priority: int = Field(default=0, ge=-100, le=100, description="Higher wins when two recommendations "
-                          "conflict on the same target; see the knowledge base's conflict policy.")
+                          "conflict on the same target; see the knowledge base's conflict policy.",
+                          examples=[10, 5])
 
 
 class Threshold(Strict):
     """A bound on a number: one or two of gt/gte/lt/lte, or eq."""
 
-    gt: float | int | None = None
-    gte: float | int | None = None
-    lt: float | int | None = None
-    lte: float | int | None = None
-    eq: float | int | None = None
+    gt: float | int | None = Field(default=None, description="Exclusive lower bound: the number (a score or ratio; "
+                                   "for a band, the term's value in its input's unit, or its count) must be greater "
+                                   "than this; combine with lt or lte for a range.", examples=[21.5, 39.4])
+    gte: float | int | None = Field(default=None, description="Inclusive lower bound: the number (a score or ratio; "
+                                    "for a band, the term's value in its input's unit, or its count) must be at "
+                                    "least this; combine with lt or lte for a range.", examples=[-2.1, 168])
+    lt: float | int | None = Field(default=None, description="Exclusive upper bound: the number (a score or ratio; "
+                                   "for a band, the term's value in its input's unit, or its count) must be less "
+                                   "than this; combine with gt or gte for a range.", examples=[38.4, 2000])
+    lte: float | int | None = Field(default=None, description="Inclusive upper bound: the number (a score or ratio; "
+                                    "for a band, the term's value in its input's unit, or its count) must be at most "
+                                    "this; combine with gt or gte for a range.", examples=[90, 4])
+    eq: float | int | None = Field(default=None, description="Exact value: the number (a score or ratio; for a band, "
+                                   "the term's value in its input's unit, or its count) must equal this; not combined "
+                                   "with other bounds.", examples=[0, 2])
 
     @model_validator(mode="after")
     def _bounds(self) -> Threshold:
@@ -674,22 +796,27 @@ class Threshold(Strict):
 class Band(Threshold):
     """A band of an input with the points it scores."""
 
-    points: float | int = Field(description="Points scored when the input falls in this band.")
+    points: float | int = Field(description="Points scored when the input falls in this band.", examples=[33, 0])
 
 
 class Interpretation(Threshold):
     """Wording for a range of the score, as published."""
 
-    text: Text = Field(description="What the source says about scores in this range.")
+    text: Text = Field(description="What the source says about scores in this range.",
+                       examples=["Probability of reactive haemophagocytic syndrome below 1% (Fardet 2014)."])
 
 
 class ValueInput(Strict):
-    """A measured value used by a score: the analyte's value in its canonical unit."""
+    """A measured value used by a score or a ratio, in the unit it is written in (default: canonical)."""
 
     analyte: str = Field(description="Analyte id.")
-    unit: str | None = Field(default=None, description="Unit the band bounds are written in (default canonical).")
+    unit: str | None = Field(default=None, description="The unit the term is written in, as its source writes it: "
+                             "band bounds are in this unit, and a weight or a ratio applies to the value converted "
+                             "to it (default: the analyte's canonical unit).", examples=["mmol/L"])
     within: Duration = Field(description="Only measurements from this long before the evaluation time.")
-    which: Literal["latest", "highest", "lowest"] = Field(default="latest", description="Which measurement.")
+    which: Literal["latest", "highest", "lowest"] = Field(default="latest", description="Which measurement in the "
+                                                          "window: latest (default), highest or lowest.",
+                                                          examples=["highest"])
 
     @field_validator("analyte")
     @classmethod
@@ -715,13 +842,20 @@ class ValueInput(Strict):
 class Term(Strict):
     """One term of a score: an input (a value, a condition, or a count of conditions) and what it is worth."""
 
-    value: ValueInput | None = Field(default=None, description="A measured value.")
-    if_: Condition | None = Field(default=None, alias="if", description="A condition (1 when it holds, else 0).")
-    count: list[Condition] | None = Field(default=None, description="How many of these conditions hold.")
-    weight: float | int | None = Field(default=None, description="Multiplies the input.")
-    points: float | int | None = Field(default=None, description="Scored when the condition holds.")
-    bands: list[Band] | None = Field(default=None, description="Points by band of the input.")
-    label: str | None = Field(default=None, description="Name of the term, for explanations.")
+    value: ValueInput | None = Field(default=None, description="A measured value.",
+                                     examples=[{"analyte": "temperature", "which": "highest", "within": "72h"}])
+    if_: Condition | None = Field(default=None, alias="if", description="A condition (1 when it holds, else 0).",
+                                  examples=[{"finding": {"code": "cns-involvement", "within": "72h"}}])
+    count: list[Condition] | None = Field(default=None, description="How many of these conditions hold.",
+                                          examples=[[{"finding": {"code": "hepatomegaly", "within": "72h"}},
+                                                     {"finding": {"code": "splenomegaly", "within": "72h"}}]])
+    weight: float | int | None = Field(default=None, description="Multiplies the input.", examples=[2.44, -0.003])
+    points: float | int | None = Field(default=None, description="Scored when the condition holds.", examples=[35])
+    bands: list[Band] | None = Field(default=None, description="Points by band of the input.",
+                                     examples=[[{"lt": 38.4, "points": 0}, {"gte": 38.4, "lte": 39.4, "points": 33},
+                                                {"gt": 39.4, "points": 49}]])
+    label: str | None = Field(default=None, description="Name of the term, for explanations.",
+                              examples=["CNS involvement"])
 
     @model_validator(mode="after")
     def _shape(self) -> Term:
@@ -752,29 +886,60 @@ def _check_bands(bands: list[Band], counts: bool, n: int) -> None:
                 raise _err("E103", f"a count of {k} falls in {hits} bands", "bands must cover every count once")
 
 
+# The MS score's terms (Minoia 2019; rules/assessments/minoia2019.ms-score.yaml), an example for the schema.
+_MS_SCORE_TERMS: list[dict[str, Any]] = [
+    {"label": "CNS involvement", "if": {"finding": {"code": "cns-involvement", "within": "72h"}}, "weight": 2.44},
+    {"label": "haemorrhagic manifestations",
+     "if": {"finding": {"code": "haemorrhagic-manifestations", "within": "72h"}}, "weight": 1.54},
+    {"label": "active arthritis", "if": {"finding": {"code": "active-arthritis", "within": "72h"}}, "weight": -1.30},
+    {"value": {"analyte": "platelets", "within": "72h"}, "weight": -0.003},
+    {"value": {"analyte": "ldh", "within": "72h"}, "weight": 0.001},
+    {"value": {"analyte": "fibrinogen", "within": "72h"}, "weight": -0.004},
+    {"value": {"analyte": "ferritin", "within": "72h"}, "weight": 0.0001},
+]
+
+
 class Score(Strict):
     """A score summed from terms (MS score, HScore, a criteria count)."""
 
-    terms: list[Term] = Field(min_length=1)
-    constant: float | int = Field(default=0, description="Added to the sum.")
-    cutoff: Threshold | None = Field(default=None, description="The fact is met when the score is in this range.")
-    interpretation: list[Interpretation] = Field(default_factory=list, description="Published wording by range.")
+    terms: list[Term] = Field(min_length=1, description="The terms summed; a missing input is never scored as zero "
+                              "or normal, so the score may be a range.", examples=[_MS_SCORE_TERMS])
+    constant: float | int = Field(default=0, description="Added to the sum.", examples=[0])
+    cutoff: Threshold | None = Field(default=None, description="The fact is met when the score is in this range.",
+                                     examples=[{"gte": -2.1}, {"gte": 168}])
+    interpretation: list[Interpretation] = Field(
+        default_factory=list, description="Published wording by range, shown only when the whole score range lies "
+        "in it.", examples=[[{"lte": 90, "text": "Probability of reactive haemophagocytic syndrome below 1% (Fardet "
+                             "2014)."},
+                            {"gte": 250, "text": "Probability of reactive haemophagocytic syndrome above 99% (Fardet "
+                             "2014)."}]])
 
 
 class Ratio(Strict):
     """A ratio of two measured values (ferritin/ESR)."""
 
-    numerator: ValueInput
-    denominator: ValueInput
-    cutoff: Threshold = Field(description="The fact is met when the ratio is in this range.")
+    numerator: ValueInput = Field(description="The measured value divided, taken in the analyte's canonical unit.",
+                                  examples=[{"analyte": "ferritin", "within": "72h"}])
+    denominator: ValueInput = Field(description="The measured value divided by, taken in the analyte's canonical "
+                                                "unit.",
+                                    examples=[{"analyte": "esr", "within": "72h"}])
+    cutoff: Threshold = Field(description="The fact is met when the ratio is in this range.",
+                              examples=[{"gt": 21.5}])
+
+
+# The 2016 criteria's caveat (rules/assessments/ravelli2016.mas-classification.yaml), an example for the schema.
+_TCZ_CAVEAT_TEXT = "On tocilizumab the 2016 criteria are not applicable (Shimizu 2020); do not rule MAS out on them."
 
 
 class Caveat(Strict):
     """When the assessment cannot be trusted (the 2016 criteria under tocilizumab)."""
 
-    when: Condition = Field(description="Situation that makes the result unreliable.")
-    applies_to: list[Literal["met", "not_met"]] = Field(min_length=1, description="Results it makes unreliable.")
-    text: Text = Field(description="Why, for the clinician.")
+    when: Condition = Field(description="Situation that makes the result unreliable.",
+                            examples=[{"medication": {"drug": "tocilizumab", "within": "28d"}}])
+    applies_to: list[Literal["met", "not_met"]] = Field(min_length=1, description="Results it makes unreliable "
+                                                        "(met, not_met or both).", examples=[["not_met"]])
+    text: Text = Field(description="Why, for the clinician.",
+                       examples=[_TCZ_CAVEAT_TEXT])
 
 
 Term.model_rebuild()
@@ -782,11 +947,20 @@ Caveat.model_rebuild()
 
 
 class Derive(Strict):
-    fact: str = Field(pattern=_ID, description="Name of the derived fact (an assessment other rules can use).")
-    summary: Text | None = Field(default=None, description="What the fact means when met, for display.")
-    score: Score | None = Field(default=None, description="Compute a score; 'when' says where it applies.")
-    ratio: Ratio | None = Field(default=None, description="Compute a ratio; 'when' says where it applies.")
-    caveats: list[Caveat] = Field(default_factory=list, description="Situations that make the result unreliable.")
+    fact: str = Field(pattern=_ID, description="Name of the derived fact (an assessment other rules can use).",
+                      examples=["refractory-sjia-mas", "ms-score"])
+    summary: Text | None = Field(default=None, description="What the fact means when met, for display.",
+                                 examples=["Classified as MAS by the 2016 EULAR/ACR/PRINTO criteria."])
+    score: Score | None = Field(default=None, description="Compute a score; 'when' says where it applies.",
+                                examples=[{"terms": _MS_SCORE_TERMS, "cutoff": {"gte": -2.1}}])
+    ratio: Ratio | None = Field(default=None, description="Compute a ratio; 'when' says where it applies.",
+                                examples=[{"numerator": {"analyte": "ferritin", "within": "72h"},
+                                           "denominator": {"analyte": "esr", "within": "72h"},
+                                           "cutoff": {"gt": 21.5}}])
+    caveats: list[Caveat] = Field(default_factory=list, description="Situations that make the result unreliable.",
+                                  examples=[[{"when": {"medication": {"drug": "tocilizumab", "within": "28d"}},
+                                              "applies_to": ["not_met"],
+                                              "text": _TCZ_CAVEAT_TEXT}]])
 
     @model_validator(mode="after")
     def _one(self) -> Derive:
@@ -804,15 +978,39 @@ class Rule(Strict):
                     examples=["wu2025.refractory-sjia-mas"])
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="Semantic version of this rule.",
                          examples=["1.0.0"])
-    title: Text = Field(description="Short title (at most 120 characters), shown as a card summary.")
+    title: Text = Field(description="Short title (at most 120 characters), shown as a card summary.",
+                        examples=["Refractory sJIA-MAS on tocilizumab - stop tocilizumab",
+                                  {"en": "Refractory sJIA-MAS on tocilizumab - stop tocilizumab",
+                                   "zh-CN": "使用托珠单抗期间的难治性 sJIA-MAS：停用托珠单抗"}])
     status: Literal["draft", "active", "retired"] = Field(description="Only active rules are evaluated "
-                                                          "(drafts on request).")
-    description: Text = Field(description="What the rule encodes and its limits.")
-    evidence_level: EvidenceLevel = Field(description="Strength of the evidence behind the rule.")
-    sources: list[Source] = Field(description="At least one cited publication.")
-    when: Condition = Field(description="The condition tree.")
-    derive: Derive | None = Field(default=None, description="Produce a derived fact (assessment).")
-    recommend: Recommend | None = Field(default=None, description="Produce a recommendation.")
+                                                          "(drafts on request).", examples=["active"])
+    description: Text = Field(description="What the rule encodes and its limits.",
+                              examples=["In Wu 2025 tocilizumab was discontinued when the MAS proved refractory to "
+                                        "three pulse courses with ciclosporin, before salvage therapy was started. "
+                                        "Fires only while a tocilizumab course is running."])
+    evidence_level: EvidenceLevel = Field(description="Strength of the evidence behind the rule.",
+                                          examples=["case-report", "classification-criteria"])
+    sources: list[Source] = Field(description="At least one cited publication.", examples=[[{
+        "doi": "10.1136/annrheumdis-2015-208982", "pmid": "26865703",
+        "reference": "Ravelli A, Minoia F, Davì S, et al. 2016 Classification Criteria for Macrophage Activation "
+                     "Syndrome Complicating Systemic Juvenile Idiopathic Arthritis: A European League Against "
+                     "Rheumatism/American College of Rheumatology/Paediatric Rheumatology International Trials "
+                     "Organisation Collaborative Initiative. Ann Rheum Dis 2016;75(3):481-489.",
+        "reported": "A febrile patient with known or suspected sJIA is classified as having MAS if ferritin > 684 "
+                    "ng/mL and any 2 of: platelets ≤ 181 ×10⁹/L, AST > 48 U/L, triglycerides > 156 mg/dL, "
+                    "fibrinogen ≤ 360 mg/dL."}]])
+    when: Condition = Field(description="The condition tree.", examples=[{"all": [
+        {"derived": {"fact": "refractory-sjia-mas"}},
+        {"medication": {"drug": "tocilizumab", "active": True, "as": "tcz"}}]}])
+    derive: Derive | None = Field(default=None, description="Produce a derived fact (assessment).", examples=[{
+        "fact": "refractory-sjia-mas",
+        "summary": "Active sJIA-MAS not improving after three IV methylprednisolone pulse courses with ciclosporin "
+                   "(Wu 2025)."}])
+    recommend: Recommend | None = Field(default=None, description="Produce a recommendation.", examples=[{
+        "indicator": "warning",
+        "rationale": "The MAS has not improved after three pulse courses with ciclosporin while on tocilizumab "
+                     "(course since {tcz.start}). The source case stopped tocilizumab at this point.",
+        "actions": [{"kind": "stop", "target": "tocilizumab", "text": "Stop tocilizumab."}]}])
 
     @field_validator("title")
     @classmethod
@@ -841,11 +1039,18 @@ class Rule(Strict):
 class KnowledgeBaseManifest(Strict):
     """``rules/knowledge-base.yaml``: the knowledge base's name, version and conflict policy."""
 
-    name: str = Field(pattern=_ID)
-    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    title: str
-    description: str = ""
+    name: str = Field(pattern=_ID, description="Stable name of the knowledge base, lowercase with dots/dashes; "
+                      "reported in every result.", examples=["mascds-sjia-mas"])
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="Semantic version of the knowledge base; "
+                         "reported in every result.", examples=["0.1.0"])
+    title: str = Field(description="Human-readable title of the knowledge base.",
+                       examples=["Macrophage activation syndrome in systemic juvenile idiopathic arthritis"])
+    description: str = Field(default="", description="What the knowledge base covers; optional (empty when left "
+                             "out).", examples=["Cited rules for recognising and escalating treatment of "
+                                                "sJIA-associated macrophage activation syndrome, and for tocilizumab "
+                                                "safety."])
     conflict_resolution: Literal["restrictive-wins", "priority-only"] = Field(
         description="When two fired recommendations act in opposite directions on the same target: "
         "the higher priority wins; at equal priority 'restrictive-wins' lets stop/avoid beat "
-        "start/consider, 'priority-only' reports an unresolved conflict as an error.")
+        "start/consider, 'priority-only' reports an unresolved conflict as an error.",
+        examples=["restrictive-wins"])

@@ -33,14 +33,34 @@ _ENUMS = {
 }
 
 
+def _branches(prop: dict[str, Any]) -> list[dict[str, Any]]:
+    """The property's schema and its direct ``anyOf`` alternatives (an optional field is ``anyOf [.., null]``)."""
+    return [prop, *(b for b in prop.get("anyOf", []) if isinstance(b, dict))]
+
+
+def _term_schema(prop: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a vocabulary term goes: the property itself when it takes a string, the items of a list of strings,
+    or nowhere (a mapping such as a reaction condition's ``severity: {gte: severe}``)."""
+    if any(b.get("type") == "string" for b in _branches(prop)):
+        return prop
+    for b in _branches(prop):
+        items = b.get("items")
+        if b.get("type") == "array" and isinstance(items, dict) and items.get("type") == "string":
+            return items
+    return None
+
+
 def _suggest(node: Any, v: Any, title: str) -> None:
-    """Add editor suggestions (``examples``) for vocabulary-valued string properties."""
+    """Add editor suggestions (``examples``) for vocabulary-valued string properties: every term, after any
+    example the model gives."""
     if isinstance(node, dict):
         props = node.get("properties")
         if isinstance(props, dict):
             for name, prop in props.items():
-                if name in _ENUMS and isinstance(prop, dict):
-                    prop.setdefault("examples", _ENUMS[name](v))
+                target = _term_schema(prop) if name in _ENUMS and isinstance(prop, dict) else None
+                if target is not None:
+                    given = list(target.get("examples", []))
+                    target["examples"] = given + [t for t in _ENUMS[name](v) if t not in given]
         for value in node.values():
             _suggest(value, v, title)
     elif isinstance(node, list):
