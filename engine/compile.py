@@ -232,6 +232,17 @@ class _RuleCompiler:
             out.append(BandRule(bound(lower), lower_inc, bound(upper), upper_inc, Fraction(str(b.points))))
         return tuple(out)
 
+    def _unit(self, value: ValueInput) -> tuple[Fraction, Fraction] | None:
+        """The conversion into the unit a value input is written in, when that is not the canonical unit."""
+        if value.unit is None:
+            return None
+        analyte = self.vocab.analytes[value.analyte]
+        code = self.vocab.unit_code(value.unit)
+        if code is None or code == analyte.canonical:
+            return None
+        conv = analyte.units[code]
+        return conv.factor, conv.offset
+
     def _plausible(self, analyte: str) -> tuple[Fraction, Fraction]:
         lo, hi = self.vocab.analytes[analyte].plausible
         return Fraction(str(lo)), Fraction(str(hi))
@@ -247,7 +258,7 @@ class _RuleCompiler:
                 bands = self._bands(term.bands or [], term.value.analyte, term.value.unit)
                 label = term.label or self.vocab.analytes[term.value.analyte].name
                 terms.append(ScoreTerm(label, "value", leaf, (), weight, None, bands,
-                                       self._plausible(term.value.analyte)))
+                                       self._plausible(term.value.analyte), self._unit(term.value)))
             elif term.if_ is not None:
                 node = self._tree(term.if_, (*path, "if"))
                 terms.append(ScoreTerm(term.label or _node_words(node), "if", None, (node,), weight, points, ()))
@@ -265,7 +276,7 @@ class _RuleCompiler:
         for name, value in (("numerator", ratio.numerator), ("denominator", ratio.denominator)):
             leaf = self._value_leaf(value, ("derive", "ratio", name))
             terms.append(ScoreTerm(self.vocab.analytes[value.analyte].name, "value", leaf, (), None, None, (),
-                                   self._plausible(value.analyte)))
+                                   self._plausible(value.analyte), self._unit(value)))
         return CompiledScore("ratio", tuple(terms), Fraction(0), ratio.cutoff, ())
 
     def _node(self, cond: Any, path: tuple[Any, ...], all_sites: dict[Any, Site]) -> Node:

@@ -188,6 +188,9 @@ class ScoreTerm:
     points: Fraction | None
     bands: tuple[BandRule, ...]
     plausible: tuple[Fraction, Fraction] = (Fraction(0), Fraction(0))  # range of a value input when unmeasured
+    # (factor, offset) from the canonical unit to the unit the term is written in: canonical = (x + offset) *
+    # factor. Weights and ratios apply to the value in that unit; bands were converted to canonical instead.
+    unit: tuple[Fraction, Fraction] | None = None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,16 @@ def _scale(interval: Interval, w: Fraction) -> Interval:
     return (a, b) if a <= b else (b, a)
 
 
+def _in_unit(rng: Interval, unit: tuple[Fraction, Fraction], measured: bool) -> Interval:
+    """A canonical interval in another unit. A measured value is rounded as ingest rounds (10 significant digits),
+    so a value recorded in that unit comes back exactly as written."""
+    factor, offset = unit
+    lo, hi = rng[0] / factor - offset, rng[1] / factor - offset
+    if measured:
+        lo = hi = Fraction(f"{float(lo):.10g}")
+    return lo, hi
+
+
 def _banded(term: ScoreTerm, lo: Fraction, hi: Fraction) -> Interval:
     points = [b.points for b in term.bands if b.meets(lo, hi)]
     if not points:
@@ -71,20 +81,24 @@ def evaluate_term(term: ScoreTerm, decide_leaf: Callable[[Any], NodeResult],
     if term.kind == "value":
         assert term.leaf is not None
         res = decide_leaf(term.leaf)
-        if res.verdict == "true" and res.facts:
+        measured = res.verdict == "true" and bool(res.facts)
+        if measured:
             x = Fraction(str(res.facts[-1].data["v"]))
             rng: Interval = (x, x)
             missing: tuple[Missing, ...] = ()
         else:
             rng = term.plausible
             missing = res.missing
+        # bands compare in the canonical unit (thresholds were converted exactly, as patient values are);
+        # weights and ratios apply to the value in the unit the term is written in
+        written = _in_unit(rng, term.unit, measured) if term.unit is not None else rng
         if term.weight is not None:
-            contrib = _scale(rng, term.weight)
+            contrib = _scale(written, term.weight)
         elif term.bands:
             contrib = _banded(term, *rng)
         else:  # a ratio's numerator or denominator: the value itself
-            contrib = rng
-        return TermResult(term.label, rng, contrib, missing, (res,))
+            contrib = written
+        return TermResult(term.label, written, contrib, missing, (res,))
     if term.kind == "if":
         res = decide_node(term.nodes[0])
         worth = term.points if term.points is not None else term.weight

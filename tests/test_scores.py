@@ -301,3 +301,27 @@ def test_rules_can_compare_a_derived_score_with_a_number(tmp_path: Path) -> None
     assert state(HS_QUIET_LABS, {**HS_FINDINGS_NONE, "haemophagocytosis": True}) == "not fired"
     assert state({k: v for k, v in every_high.items() if k != "triglycerides"},
                  {**all_present, "hepatomegaly": False, "splenomegaly": False}) == "undecided: ['triglycerides']"
+
+
+def test_weights_and_ratios_apply_to_the_unit_the_term_is_written_in(tmp_path: Path) -> None:
+    """A weight per g/L must not be applied to mg/dL: the same score written in mg/dL and in g/L, and a ratio of
+    values written in mmol/L and g/L, give what the written units say."""
+    score = ("derive:\n  fact: {fact}\n  score:\n    terms:\n      - {{value: {{analyte: fibrinogen, unit: {unit}, "
+             "within: 72h}}, weight: {weight}}}\n    cutoff: {{lte: -2}}\n")
+    rules = {
+        "mg.yaml": rule_text("test.mg", "diagnosis: {code: sjia}", score.format(fact="in-mg", unit="mg/dL",
+                                                                               weight=-0.004)),
+        "g.yaml": rule_text("test.g", "diagnosis: {code: sjia}", score.format(fact="in-g", unit="g/L", weight=-0.4)),
+        "ratio.yaml": rule_text("test.ratio", "diagnosis: {code: sjia}",
+                                "derive:\n  fact: tg-per-fib\n  ratio:\n    numerator: {analyte: triglycerides, "
+                                "unit: mmol/L, within: 72h}\n    denominator: {analyte: fibrinogen, unit: g/L, "
+                                "within: 72h}\n    cutoff: {gt: 1.9}\n"),
+    }
+    kb = engine.load_knowledge_base(write_kb(tmp_path, rules))
+    found = assess(kb, {"fibrinogen": (500, "mg/dL"), "triglycerides": (3.0, "mmol/L")}, {})
+    assert (found["in-mg"].value, found["in-mg"].status) == (-2.0, "met")
+    assert (found["in-g"].value, found["in-g"].status) == (-2.0, "met")
+    assert found["in-g"].terms[0]["input"] == 5.0  # shown in the unit the term is written in
+    assert (found["tg-per-fib"].value, found["tg-per-fib"].status) == (0.6, "not_met")  # 3.0 mmol/L / 5 g/L
+    again = assess(kb, {"fibrinogen": (1.5, "g/L"), "triglycerides": (3.0, "mmol/L")}, {})
+    assert (again["tg-per-fib"].value, again["tg-per-fib"].status) == (2.0, "met")
