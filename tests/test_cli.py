@@ -154,10 +154,14 @@ def test_explain_shows_each_condition_with_values_and_what_is_missing(capsys: py
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    for command in ("evaluate", "validate", "test", "explain", "schema"):
-        proc = subprocess.run([sys.executable, "-m", "engine.cli", command, "--help"], capture_output=True, text=True,
+    from engine.cli import COMMANDS, command
+
+    assert len(COMMANDS) >= 9
+    for name in COMMANDS:
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", name, "--help"], capture_output=True, text=True,
                               check=False)
-        assert proc.returncode == 0 and "example" in proc.stdout and "mascds" in proc.stdout
+        assert proc.returncode == 0 and "example" in proc.stdout, name
+        assert all("mascds " in e and e in proc.stdout for e in command(name).EXAMPLES), name
 
 
 def test_internal_errors_never_show_a_traceback(monkeypatch: pytest.MonkeyPatch,
