@@ -1,0 +1,206 @@
+"""Benchmark: latency of the CDS Hooks service (``mascds serve``) for patient-view at 1, 10 and 50 concurrent clients.
+
+    python benchmarks/service_bench.py [--requests 400] [--concurrency 1,10,50] [--size typical] [--json out.json]
+    python benchmarks/service_bench.py --profile        # where one call's time goes, in-process (cProfile)
+
+A real server is started (``python -m engine.cli serve`` on 127.0.0.1, a free port, authentication on: every
+request carries its own ES384-signed JWT). Each request is a different patient with its own values, so nothing a
+cache could reuse; the JWTs and request bodies are made before the clock starts. Each client sends its requests
+one after another; latency is measured per request, from sending to the last byte of the answer, after a warm-up.
+The server and the load generator share the machine's cores, as they would on a developer's machine; the figures
+are for this machine only.
+
+Records: ``small`` is a patient with sJIA and one set of MAS laboratory values (8 resources); ``typical`` is three
+days of MAS work-up in an sJIA patient on glucocorticoids with a tocilizumab allergy (about 60 resources).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.test_service_harness import (  # noqa: E402
+    PATIENT_VIEW,
+    ServiceProcess,
+    allergy,
+    as_prefetch,
+    hook_request,
+    iso,
+    mas_record,
+    observation,
+)
+
+BASE_URL = "https://cds.bench.invalid"
+ISSUER = "https://ehr.bench.invalid"
+PATH = f"/cds-services/{PATIENT_VIEW}"
+
+
+def record(pid: str, size: str, i: int) -> dict[str, list[dict[str, Any]]]:
+    rec = mas_record(pid, ferritin=1500 + i)
+    if size == "small":
+        return rec
+    obs = rec["observations"]
+    for day in range(3):  # three days of work-up: labs every morning, temperature every 4 hours
+        h = 24 * day + 8
+        for analyte, value in (("ferritin", 1800 + i + 300 * day), ("platelets", 150 - 20 * day),
+                               ("ast", 80 + 20 * day), ("alt", 60 + 10 * day), ("triglycerides", 200 + 30 * day),
+                               ("fibrinogen", 250 - 40 * day), ("ldh", 600 + 100 * day), ("crp", 90 - 10 * day),
+                               ("esr", 40 - 5 * day), ("wbc", 4.0 - 0.5 * day), ("haemoglobin", 100 - 5 * day)):
+            obs.append(observation(pid, analyte, value, h, rid=f"{analyte}-{pid}-d{day}"))
+        for k in range(6):
+            obs.append(observation(pid, "temperature", 38.2 + 0.2 * k, h + 4 * k, rid=f"t-{pid}-{day}-{k}"))
+    now = time.time()
+    rec["medication-administrations"] = [{
+        "resourceType": "MedicationAdministration", "id": f"mp-{pid}-{k}", "status": "completed",
+        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                  "code": "6902", "display": "methylprednisolone"}]},
+        "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": iso(now - (72 - 24 * k) * 3600),
+        "dosage": {"route": {"coding": [{"system": "http://snomed.info/sct", "code": "47625008"}]},
+                   "dose": {"value": 30, "unit": "mg/kg", "system": "http://unitsofmeasure.org", "code": "mg/kg"}},
+    } for k in range(3)]
+    rec["allergies"] = [allergy(pid, now - 200 * 86400)]
+    return rec
+
+
+def prepare(n: int, size: str, key: Any) -> list[tuple[bytes, dict[str, str]]]:
+    """(body, headers) for n distinct patients, each with a fresh token."""
+    out = []
+    for i in range(n):
+        pid = f"bench-{i}-{uuid.uuid4().hex[:8]}"
+        body = orjson.dumps(hook_request("patient-view", pid, as_prefetch(record(pid, size, i))))
+        now = int(time.time())
+        token = jwt.encode({"iss": ISSUER, "aud": f"{BASE_URL}{PATH}", "iat": now, "exp": now + 900,
+                            "jti": str(uuid.uuid4())}, key, algorithm="ES384", headers={"kid": "bench"})
+        out.append((body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}))
+    return out
+
+
+async def run_level(url: str, work: list[tuple[bytes, dict[str, str]]], clients: int) -> tuple[list[float], float]:
+    queue = list(reversed(work))
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as c:
+        async def worker() -> None:
+            while queue:
+                body, headers = queue.pop()
+                t = time.perf_counter()
+                r = await c.post(PATH, content=body, headers=headers)
+                latencies.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return latencies, time.perf_counter() - started
+
+
+def stats(latencies: list[float], wall: float) -> dict[str, float]:
+    s = sorted(latencies)
+    q = statistics.quantiles(s, n=100, method="inclusive")
+    return {"requests": len(s), "median_ms": statistics.median(s) * 1e3, "p90_ms": q[89] * 1e3,
+            "p99_ms": q[98] * 1e3, "max_ms": s[-1] * 1e3, "per_second": len(s) / wall}
+
+
+def profile(size: str, n: int) -> None:
+    """Where the time of one call goes, without HTTP: the same functions the server runs, under cProfile."""
+    import engine
+    from engine.service.app import evaluate_call
+    from engine.service.cards import KnowledgeBaseView
+    from engine.service.models import CDSHooksRequest, PatientViewContext
+    from engine.service.prefetch import SERVICES, Gathered, read_value
+
+    view = KnowledgeBaseView.of(engine.load_knowledge_base(ROOT / "rules"))
+    svc = next(s for s in SERVICES if s.hook == "patient-view")
+    calls = []
+    for i in range(n):
+        pid = f"prof-{i}"
+        req = CDSHooksRequest.model_validate(orjson.loads(orjson.dumps(
+            hook_request("patient-view", pid, as_prefetch(record(pid, size, i))))))
+        resources: list[dict[str, Any]] = []
+        for k, v in (req.prefetch or {}).items():
+            value = read_value(k, v)
+            if isinstance(value, list):
+                resources.extend(value)
+        calls.append((PatientViewContext.model_validate(req.context), Gathered(resources)))
+    prof = cProfile.Profile()
+    started = time.perf_counter()
+    prof.enable()
+    for ctx, gathered in calls:
+        evaluate_call(view, svc, ctx, gathered, [], time.time(), lambda r: f"{BASE_URL}/rules/{r}")
+    prof.disable()
+    per_call = (time.perf_counter() - started) / n * 1e3
+    print(f"{n} calls of {len(calls[0][1].resources)} resources: {per_call:.1f} ms per call under cProfile")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=400, help="measured requests per concurrency level")
+    ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--concurrency", default="1,10,50")
+    ap.add_argument("--size", choices=("small", "typical"), default="typical")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--profile", action="store_true", help="profile one call in-process instead")
+    args = ap.parse_args()
+    if args.profile:
+        profile(args.size, 200)
+        return 0
+    levels = [int(x) for x in args.concurrency.split(",")]
+    key = ec.generate_private_key(ec.SECP384R1())
+    jwk = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(key.public_key())) | {"kid": "bench", "alg": "ES384"}
+    workdir = Path(tempfile.mkdtemp(prefix="mascds-bench-"))
+    (workdir / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    config = {"base_url": BASE_URL, "knowledge_base": str(ROOT / "rules"), "feedback_db": str(workdir / "f.db"),
+              "log_level": "warning", "reload": {"watch": False},
+              "auth": {"issuers": [{"iss": ISSUER, "jwks_file": str(workdir / "jwks.json")}],
+                       "max_token_lifetime_seconds": 900}}
+    print(f"preparing {args.warmup + args.requests} x {len(levels)} requests ({args.size} records) ...",
+          file=sys.stderr)
+    work = {c: prepare(args.warmup + args.requests, args.size, key) for c in levels}
+    size = statistics.mean(len(b) for b, _ in work[levels[0]])
+    server = ServiceProcess(workdir / "server", config)
+    results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                               "python": platform.python_version(), "size": args.size,
+                               "mean_request_bytes": round(size), "levels": {}}
+    try:
+        for clients in levels:
+            batch = work[clients]
+            asyncio.run(run_level(server.url, batch[:args.warmup], clients))
+            latencies, wall = asyncio.run(run_level(server.url, batch[args.warmup:], clients))
+            results["levels"][str(clients)] = stats(latencies, wall)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"patient-view, {args.size} records (~{size / 1024:.0f} KiB each), {results['machine']}, "
+          f"Python {results['python']}, JWT auth on")
+    print(f"{'clients':>8} {'requests':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>7}")
+    for clients, s in results["levels"].items():
+        print(f"{clients:>8} {s['requests']:>9} {s['median_ms']:>10.1f} {s['p90_ms']:>8.1f} {s['p99_ms']:>8.1f} "
+              f"{s['max_ms']:>8.1f} {s['per_second']:>7.0f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""mascds serve: the HL7 CDS Hooks 2.0 service (patient-view and order-sign), with feedback."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import socket
+import sys
+
+from ._shared import EXIT_OK
+
+NAME = "serve"
+HELP = "run the HL7 CDS Hooks 2.0 service"
+DESCRIPTION = (
+    "Serve the knowledge base as HL7 CDS Hooks 2.0 services (patient-view and order-sign) with discovery and "
+    "feedback. Settings come from a YAML file (--config or $MASCDS_SERVICE_CONFIG), MASCDS_SERVICE_* environment "
+    "variables and these options, each overriding the one before. Callers authenticate with signed JWTs from "
+    "the configured issuers; SIGHUP or a change of the rule files reloads the knowledge base. docs/cds-hooks.md "
+    "describes it all."
+)
+EXAMPLES = [
+    "mascds serve --config service.yaml",
+    "mascds serve --config service.yaml --base-url https://cds.example.org --host 0.0.0.0 --port 8443",
+    "mascds serve --dev-no-auth --base-url http://127.0.0.1:8080  # development only: no authentication",
+    "mascds serve --config service.yaml --check  # load settings and knowledge base, then exit",
+    "mascds serve --config service.yaml --show-feedback --rule yang2023.tocilizumab-rechallenge",
+]
+LOOPBACK_NAMES = ("localhost",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="service configuration (YAML)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080; 0 picks a free one)")
+    p.add_argument("--base-url", metavar="URL", help="public base URL clients call (the JWT audience)")
+    p.add_argument("--rules", metavar="DIR", help="knowledge base directory (default: $MASCDS_RULES or ./rules)")
+    p.add_argument("--feedback-db", metavar="FILE", help="SQLite file for issued cards and feedback")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="logging level")
+    p.add_argument("--dev-no-auth", action="store_true",
+                   help="DEVELOPMENT ONLY: accept calls without a JWT (loopback addresses only)")
+    p.add_argument("--check", action="store_true", help="load the settings and the knowledge base, then exit")
+    p.add_argument("--show-feedback", action="store_true", help="print the stored feedback as JSON and exit")
+    p.add_argument("--rule", metavar="ID", help="with --show-feedback: only this rule's cards")
+    p.add_argument("--outcome", choices=("accepted", "overridden"), help="with --show-feedback: only this outcome")
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only for sockets that say so
+    # (with proto 0, small answers waited ~40 ms for delayed ACKs).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from ..errors import UsageError
+
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+    from ..service.config import load_settings
+
+    settings = load_settings(args.config, overrides={
+        "host": args.host, "port": args.port, "base_url": args.base_url, "knowledge_base": args.rules,
+        "feedback_db": args.feedback_db, "log_level": args.log_level})
+    if args.show_feedback:
+        from ..service.feedback import FeedbackStore
+
+        store = FeedbackStore(settings.feedback_db)
+        try:
+            data = {"feedback": store.query(rule_id=args.rule, outcome=args.outcome, limit=10_000),
+                    "per_rule": store.summary()}
+        finally:
+            store.close()
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if settings.base_url is None:
+        raise UsageError("the service needs its public base URL (base_url in the configuration, "
+                         "MASCDS_SERVICE_BASE_URL or --base-url): the JWT audience is built from it")
+    if args.dev_no_auth and not _is_loopback(settings.host):
+        raise UsageError(f"--dev-no-auth listens on loopback addresses only, not {settings.host}")
+    if not args.dev_no_auth and not settings.auth.issuers:
+        raise UsageError("no trusted issuers configured (auth.issuers): every call must carry a JWT from one; "
+                         "for local development only, use --dev-no-auth")
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..service.app import create_app
+
+    app = create_app(settings, dev_no_auth=args.dev_no_auth)
+    if args.check:
+        print(f"ok: configuration and knowledge base load ({settings.knowledge_base or 'default rules'})",
+              file=sys.stderr)
+        return EXIT_OK
+    import uvicorn
+
+    sock = _listen(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mascds serve: listening on http://{shown}:{port}", file=sys.stderr, flush=True)  # at any log level
+    config = uvicorn.Config(app, log_config=None, log_level=settings.log_level, access_log=False,
+                            server_header=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+    return EXIT_OK

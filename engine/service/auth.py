@@ -1,0 +1,269 @@
+"""Authenticating the CDS client: the signed JWT bearer token CDS Hooks 2.0 requires on every call.
+
+A token is accepted only when all of these hold (each failure is a 401 naming the reason, never the token):
+
+* ``Authorization: Bearer <JWT>`` with header ``alg`` among the configured asymmetric algorithms (``none`` and
+  HMAC are refused before anything else is looked at), ``typ: JWT`` and a ``kid``;
+* ``iss`` is an allowlisted issuer; its key comes from the issuer's JWK Set: the ``jku`` header's URL when that
+  URL is allowlisted for the issuer (a ``jku`` that is not is refused without being fetched), else the issuer's
+  configured ``jwks_url`` or ``jwks_file``; the JWK must suit the algorithm (key type, curve, ``use``, ``alg``);
+* the signature verifies; ``aud`` is the URL of the endpoint called; ``exp`` has not passed and ``iat`` is not
+  in the future (both with the configured leeway); ``exp - iat`` is within the configured lifetime; ``jti`` is
+  present and has not been seen before from that issuer while the token is valid.
+
+JWK Sets are cached; an unknown ``kid`` refetches the set (a key rotation), at most once per
+``jwks_min_refresh_seconds`` (10 s) per URL, so random ``kid`` values cannot make the service hammer a client's
+server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from jwt.exceptions import (
+    ExpiredSignatureError,
+    ImmatureSignatureError,
+    InvalidAudienceError,
+    InvalidSignatureError,
+    InvalidTokenError,
+    MissingRequiredClaimError,
+    PyJWKError,
+)
+
+from ..errors import UsageError
+from .config import AuthConfig, IssuerConfig
+
+MAX_TOKEN_BYTES = 16 * 1024
+_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+
+
+class AuthError(Exception):
+    """The caller is not authenticated (401); the message says why without repeating the token."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    issuer: str
+    tenant: str | None
+    jti: str
+
+
+class ReplayCache:
+    """``(iss, jti)`` pairs seen while their token is valid; a second use is a replay."""
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._adds = 0
+
+    def add(self, iss: str, jti: str, until: float, now: float) -> bool:
+        """Record a token; False when it was seen before (a replay) or the cache is full (fail closed)."""
+        with self._lock:
+            self._adds += 1
+            if self._adds % 1024 == 0 or len(self._seen) >= self.max_entries:
+                self._seen = {k: v for k, v in self._seen.items() if v >= now}
+            key = (iss, jti)
+            if key in self._seen or len(self._seen) >= self.max_entries:
+                return False
+            self._seen[key] = until
+            return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def _index(jwks: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise ValueError(f"{where} is not a JWK Set (an object with a 'keys' list)")
+    return {k["kid"]: k for k in jwks["keys"] if isinstance(k, dict) and isinstance(k.get("kid"), str)}
+
+
+class JwksCache:
+    """JWK Sets by URL (fetched with httpx, cached) or from files read at start."""
+
+    def __init__(self, cfg: AuthConfig, client: httpx.AsyncClient) -> None:
+        self.cfg = cfg
+        self.client = client
+        self._sets: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._files: dict[str, dict[str, dict[str, Any]]] = {}
+        for issuer in cfg.issuers:
+            if issuer.jwks_file is not None:
+                self._files[issuer.iss] = self._read_file(issuer.jwks_file)
+
+    @staticmethod
+    def _read_file(path: Path) -> dict[str, dict[str, Any]]:
+        try:
+            return _index(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read the JWK Set {path}: {exc}") from None
+
+    def from_file(self, iss: str, kid: str) -> dict[str, Any] | None:
+        return self._files.get(iss, {}).get(kid)
+
+    async def from_url(self, url: str, kid: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        cached = self._sets.get(url)
+        if cached is not None:
+            fetched, keys = cached
+            if kid in keys and now - fetched < self.cfg.jwks_cache_seconds:
+                return keys[kid]
+            if now - fetched < self.cfg.jwks_min_refresh_seconds:
+                return keys.get(kid)
+        lock = self._locks.setdefault(url, asyncio.Lock())
+        async with lock:
+            cached = self._sets.get(url)
+            if cached is not None and time.monotonic() - cached[0] < self.cfg.jwks_min_refresh_seconds:
+                return cached[1].get(kid)
+            try:
+                keys = await self._fetch(url)
+            except AuthError:
+                if cached is None:
+                    raise
+                # The issuer's server is down: keep using the keys it last published, and do not retry at once.
+                self._sets[url] = (time.monotonic(), cached[1])
+                return cached[1].get(kid)
+            self._sets[url] = (time.monotonic(), keys)
+            return keys.get(kid)
+
+    async def _fetch(self, url: str) -> dict[str, dict[str, Any]]:
+        if not url.startswith("https://") and not (self.cfg.allow_http and url.startswith("http://")):
+            raise AuthError("the JWK Set URL is not https")
+        try:
+            response = await self.client.get(url, timeout=self.cfg.jwks_timeout_seconds,
+                                              headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise AuthError(f"the issuer's JWK Set could not be fetched ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise AuthError(f"the issuer's JWK Set could not be fetched (HTTP {response.status_code})")
+        try:
+            return _index(response.json(), "the issuer's JWK Set")
+        except ValueError as exc:
+            raise AuthError(str(exc)) from None
+
+
+def _check_jwk(jwk_data: dict[str, Any], alg: str) -> Any:
+    """The verification key of a JWK, after checking that it suits the token's algorithm."""
+    kty = jwk_data.get("kty")
+    if kty == "oct":
+        raise AuthError("the issuer's key is symmetric; CDS Hooks requires an asymmetric key")
+    if jwk_data.get("use") not in (None, "sig"):
+        raise AuthError("the issuer's key is not a signing key (use)")
+    if jwk_data.get("alg") not in (None, alg):
+        raise AuthError(f"the issuer's key is for {jwk_data.get('alg')}, not {alg}")
+    expected_kty = "EC" if alg.startswith("ES") else "OKP" if alg == "EdDSA" else "RSA"
+    if kty != expected_kty:
+        raise AuthError(f"the issuer's key type {kty} does not suit {alg}")
+    if alg in _CURVES and jwk_data.get("crv") != _CURVES[alg]:
+        raise AuthError(f"the issuer's key curve does not suit {alg}")
+    try:
+        return jwt.PyJWK(jwk_data, algorithm=alg).key
+    except (PyJWKError, ValueError, TypeError) as exc:
+        raise AuthError(f"the issuer's key is not usable ({type(exc).__name__})") from None
+
+
+class Verifier:
+    """Checks the JWT bearer token of one call against the configured issuers."""
+
+    def __init__(self, cfg: AuthConfig, client: httpx.AsyncClient) -> None:
+        self.cfg = cfg
+        self.issuers: dict[str, IssuerConfig] = {i.iss: i for i in cfg.issuers}
+        self.jwks = JwksCache(cfg, client)
+        self.replays = ReplayCache()
+
+    async def verify(self, authorization: str | None, audiences: tuple[str, ...]) -> Caller:
+        token = self._token(authorization)
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except (InvalidTokenError, ValueError):
+            raise AuthError("the bearer token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg.lower() == "none":
+            raise AuthError("unsigned tokens (alg none) are not accepted")
+        if alg.upper().startswith("HS"):
+            raise AuthError("symmetric (HMAC) signatures are not accepted")
+        if alg not in self.cfg.algorithms:
+            raise AuthError(f"algorithm {alg} is not accepted")
+        if str(header.get("typ", "")).upper() != "JWT":
+            raise AuthError("the JWT header's typ is not JWT")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthError("the JWT header has no kid")
+        iss = unverified.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise AuthError("the token's issuer is not trusted")
+        jwk_data = await self._jwk(issuer, header.get("jku"), kid)
+        key = _check_jwk(jwk_data, alg)
+        claims = self._decode(token, key, alg, issuer.iss, audiences)
+        now = time.time()
+        exp, iat, jti = claims["exp"], claims["iat"], claims["jti"]
+        if float(exp) - float(iat) > self.cfg.max_token_lifetime_seconds:
+            raise AuthError(f"the token lives longer than {self.cfg.max_token_lifetime_seconds} s (exp - iat)")
+        if not isinstance(jti, str) or not jti:
+            raise AuthError("the token has no jti")
+        tenant = claims.get("tenant")
+        if issuer.tenant is not None and tenant != issuer.tenant:
+            raise AuthError("the token's tenant is not the one configured for its issuer")
+        if not self.replays.add(issuer.iss, jti, float(exp) + self.cfg.leeway_seconds, now):
+            raise AuthError("the token was already used (jti replay)")
+        return Caller(issuer.iss, tenant if isinstance(tenant, str) else None, jti)
+
+    @staticmethod
+    def _token(authorization: str | None) -> str:
+        if not authorization:
+            raise AuthError("no Authorization header; CDS Hooks calls carry a signed JWT bearer token")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("the Authorization header is not a Bearer token")
+        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+            raise AuthError("the bearer token is not a well-formed JWT")
+        return token
+
+    async def _jwk(self, issuer: IssuerConfig, jku: Any, kid: str) -> dict[str, Any]:
+        if jku is not None:
+            if not isinstance(jku, str) or jku not in issuer.jku:
+                raise AuthError("the token's jku is not an allowed JWK Set URL for its issuer")
+            found = await self.jwks.from_url(jku, kid)
+        elif issuer.jwks_file is not None:
+            found = self.jwks.from_file(issuer.iss, kid)
+        elif issuer.jwks_url is not None:
+            found = await self.jwks.from_url(issuer.jwks_url, kid)
+        else:
+            raise AuthError("the issuer's tokens must name their JWK Set (jku)")
+        if found is None:
+            raise AuthError("the token's kid is not in the issuer's JWK Set")
+        return found
+
+    def _decode(self, token: str, key: Any, alg: str, iss: str, audiences: tuple[str, ...]) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=[alg], audience=list(audiences), issuer=iss, leeway=self.cfg.leeway_seconds,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+        except ExpiredSignatureError:
+            raise AuthError("the token has expired") from None
+        except InvalidAudienceError:
+            raise AuthError(f"the token's aud is not this endpoint ({audiences[0]})") from None
+        except ImmatureSignatureError:
+            raise AuthError("the token is not valid yet (iat or nbf in the future)") from None
+        except MissingRequiredClaimError as exc:
+            raise AuthError(f"the token has no {exc.claim} claim") from None
+        except InvalidSignatureError:
+            raise AuthError("the token's signature does not verify") from None
+        except InvalidTokenError as exc:
+            raise AuthError(f"the token is not valid ({type(exc).__name__})") from None
+        return claims
+
+
+__all__ = ["AuthError", "Caller", "JwksCache", "ReplayCache", "Verifier"]

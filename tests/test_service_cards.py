@@ -1,0 +1,197 @@
+"""Evaluation results as CDS Hooks cards (in-process: the same functions the service calls)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
+
+import engine
+from engine.result import Result
+from engine.service.app import Problem, draft_resources, evaluate_call
+from engine.service.cards import CardContext, KnowledgeBaseView, build_cards, fit, md, undecided_summary
+from engine.service.models import SUMMARY_LIMIT, CDSHooksResponse, OrderSignContext
+from engine.service.prefetch import SERVICES, Gathered
+from tests.test_service_harness import ROOT, draft_order, empty_record, iso, sjia, spec_example
+
+ORDER_SIGN = next(s for s in SERVICES if s.hook == "order-sign")
+DOCS = "https://cds.test.invalid/rules/"
+
+
+@pytest.fixture(scope="module")
+def view() -> KnowledgeBaseView:
+    return KnowledgeBaseView.of(engine.load_knowledge_base(ROOT / "rules"))
+
+
+def _docs(rule_id: str) -> str:
+    return DOCS + rule_id
+
+
+def _order_sign(view: KnowledgeBaseView, pid: str, resources: list[dict[str, Any]],
+                drafts: list[dict[str, Any]], not_fetched: frozenset[str] = frozenset()) -> dict[str, Any]:
+    ctx = OrderSignContext.model_validate({"userId": "Practitioner/1", "patientId": pid, "draftOrders": {
+        "resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}})
+    now = time.time()
+    ev = evaluate_call(view, ORDER_SIGN, ctx, Gathered(resources, not_fetched_sections=not_fetched),
+                       draft_resources(ctx, now), now, _docs)
+    CDSHooksResponse.model_validate(ev.response)
+    return ev.response
+
+
+def _fixture_resources() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The tocilizumab-after-anaphylaxis bundle: (the record, the draft order), with references as Patient/id."""
+    bundle = json.loads((ROOT / "tests/fixtures/fhir/tocilizumab-draft-after-anaphylaxis.json").read_text())
+    resources = [e["resource"] for e in bundle["entry"]]
+    for r in resources:
+        for field in ("subject", "patient"):
+            if field in r:
+                r[field] = {"reference": "Patient/child-1"}
+    drafts = [r for r in resources if r.get("status") == "draft"]
+    return [r for r in resources if r not in drafts], drafts
+
+
+def test_tocilizumab_draft_after_anaphylaxis_gets_a_critical_card_deleting_the_draft(view: KnowledgeBaseView) -> None:
+    record, drafts = _fixture_resources()
+    body = _order_sign(view, "child-1", record, drafts)
+    first = body["cards"][0]
+    assert first["indicator"] == "critical"
+    assert first["extension"]["org.mascds"]["rule_id"] == "yang2023.tocilizumab-rechallenge"
+    deletes = [a for c in body["cards"] for s in c.get("suggestions", ()) for a in s["actions"]]
+    assert deletes == [{"type": "delete", "description": "Delete the draft order MedicationRequest/tcz-draft "
+                        "(tocilizumab)", "resourceId": "MedicationRequest/tcz-draft"}]
+    assert first["selectionBehavior"] == "any" and first["suggestions"][0]["isRecommended"] is True
+    rule = view.kb.compiled.models["yang2023.tocilizumab-rechallenge"]
+    assert first["source"]["label"] == " ".join(rule.sources[0].reference.split())
+    assert first["source"]["url"] == f"https://doi.org/{rule.sources[0].doi}"
+    # The detail explains: the rationale with the patient's values, the matched record entries, the evidence.
+    detail = first["detail"]
+    assert "anaphylaxis" in detail and "AllergyIntolerance/tcz\\-anaphylaxis" not in detail
+    assert "(AllergyIntolerance/tcz-anaphylaxis)" in detail and "(MedicationRequest/tcz-draft)" in detail
+    assert "**Evidence level:** case report" in detail
+    assert first["links"] == [{"label": f"Rule yang2023.tocilizumab-rechallenge {rule.version}: documentation",
+                               "url": DOCS + "yang2023.tocilizumab-rechallenge", "type": "absolute"}]
+    assert {r["code"] for r in first["overrideReasons"]} >= {"risk-benefit-ratio", "expert-contradicts"}
+    # The allergy is already recorded: no suggestion to record it again, and the card says so.
+    assert not any(a["type"] == "create" for _, a in _actions(body))
+    anaphylaxis = next(c for c in body["cards"]
+                       if c["extension"]["org.mascds"]["rule_id"] == "yang2023.tocilizumab-anaphylaxis")
+    assert "already recorded (AllergyIntolerance/tcz-anaphylaxis)" in anaphylaxis["detail"]
+
+
+def _actions(body: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(c, a) for c in body["cards"] for s in c.get("suggestions", ()) for a in s["actions"]]
+
+
+def test_reaction_known_only_as_an_adverse_event_suggests_recording_the_allergy(view: KnowledgeBaseView) -> None:
+    pid, when = "p-ae", time.time() - 30 * 86400
+    record = empty_record(pid)
+    event = {
+        "resourceType": "AdverseEvent", "id": "ae-1", "actuality": "actual", "subject": {"reference": f"Patient/{pid}"},
+        "event": {"coding": [{"system": "http://snomed.info/sct", "code": "39579001", "display": "Anaphylaxis"}]},
+        "severity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-severity",
+                                 "code": "severe"}]},
+        "date": iso(when), "suspectEntity": [{"instance": {"display": "tocilizumab"}}],
+    }
+    body = _order_sign(view, pid, [*record["patient"], sjia(pid), event], [draft_order(pid)])
+    creates = [a for _, a in _actions(body) if a["type"] == "create"]
+    assert len(creates) == 1
+    resource = creates[0]["resource"]
+    AllergyIntolerance.model_validate(resource)  # valid FHIR R4
+    assert resource["patient"] == {"reference": f"Patient/{pid}"}
+    assert {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "612865", "display": "tocilizumab"} \
+        in resource["code"]["coding"]
+    manifestation = resource["reaction"][0]["manifestation"][0]["coding"][0]
+    assert (manifestation["system"], manifestation["code"]) == ("http://snomed.info/sct", "39579001")
+    assert resource["reaction"][0]["severity"] == "severe" and resource["criticality"] == "high"
+    assert resource["reaction"][0]["onset"] == iso(when)
+    # The draft is still deleted, once, by the most specific card.
+    assert [a["resourceId"] for _, a in _actions(body) if a["type"] == "delete"] == ["MedicationRequest/tcz-draft"]
+
+
+def test_order_sign_spec_example_is_refused_as_invalid_r4_and_its_corrected_form_gets_no_card(
+        view: KnowledgeBaseView) -> None:
+    context = spec_example("order-sign-context-r4.json")["context"]
+    drafts = [e["resource"] for e in context["draftOrders"]["entry"]]
+    pid = context["patientId"]
+    patient = empty_record(pid)["patient"]
+    # The published "R4" example puts doseQuantity directly in dosageInstruction (the STU3 shape): not valid R4.
+    with pytest.raises(Problem) as err:
+        _order_sign(view, pid, patient, drafts)
+    assert err.value.status == 400
+    assert any("MedicationRequest/smart-MedicationRequest-103" in line and "doseQuantity" in line
+               for line in err.value.lines)
+    dosage = drafts[1]["dosageInstruction"][0]
+    dosage["doseAndRate"] = [{"doseQuantity": dosage.pop("doseQuantity")}]
+    # Amoxicillin/clavulanate and a diet order: no rule concerns them, so no card.
+    assert _order_sign(view, pid, patient, drafts)["cards"] == []
+
+
+def test_order_sign_undecided_rules_name_data_the_client_did_not_send(view: KnowledgeBaseView) -> None:
+    pid = "p-partial"
+    record = [*empty_record(pid)["patient"], sjia(pid)]
+    body = _order_sign(view, pid, record, [draft_order(pid)], not_fetched=frozenset({"observations", "findings"}))
+    undecided = [c for c in body["cards"] if c["extension"]["org.mascds"]["kind"] == "undecided"]
+    assert undecided, "a tocilizumab order in sJIA with no laboratory data sent leaves a rule undecided"
+    for c in undecided:
+        assert c["indicator"] == "info" and c["summary"].startswith("Undecided: ")
+    assert any("not sent by the EHR" in c["detail"] for c in undecided)
+
+
+def _cases() -> list[Path]:
+    return sorted((ROOT / "cases").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _cases(), ids=lambda p: p.stem)
+def test_every_shipped_case_gives_valid_cards_that_match_the_result(view: KnowledgeBaseView, path: Path) -> None:
+    snapshot = engine.load_case(path)
+    times: list[int | None] = [*sorted({e.at for e in snapshot.expectations})] or [None]  # None: the last event
+    ctx = CardContext("patient-view", "case", _docs)
+    for at in times:
+        result: Result = view.kb.evaluate(snapshot, at)
+        cards = build_cards(result, view, ctx)
+        body = CDSHooksResponse(cards=cards).model_dump(exclude_none=True)
+        CDSHooksResponse.model_validate(body)
+        by_rule: dict[str, list[dict[str, Any]]] = {}
+        for c in body["cards"]:
+            assert len(c["summary"]) < SUMMARY_LIMIT
+            by_rule.setdefault(c.get("extension", {}).get("org.mascds", {}).get("rule_id", ""), []).append(c)
+        for rec in result.recommendations:
+            if rec.status != "active":
+                assert rec.rule_id not in by_rule, "a suppressed recommendation is not a card"
+                continue
+            (card,) = by_rule[rec.rule_id]
+            assert card["indicator"] == rec.indicator
+            assert card["source"].get("url") == rec.citations[0].url
+            assert md(rec.rationale) in card["detail"]
+        for u in result.indeterminate:
+            card = next(c for c in by_rule[u.rule_id] if c["extension"]["org.mascds"]["kind"] == "undecided")
+            assert card["indicator"] == "info"
+            for m in u.missing:
+                assert md(m.what) in card["detail"]
+        ranks = [{"critical": 0, "warning": 1, "info": 2}[c["indicator"]] for c in body["cards"]]
+        assert ranks == sorted(ranks), "most urgent first"
+
+
+def test_text_from_the_record_cannot_inject_markdown() -> None:
+    evil = "ng/mL](javascript:alert(1)) <img src=x> **bold** `code`"
+    out = md(evil)
+    assert re.search(r"(?<!\\)[\[\]<>*`]", out) is None, "every markup character is escaped"
+    assert out.replace("\\", "") == " ".join(evil.split())
+    assert md("line\nbreak") == "line break"
+
+
+def test_summaries_fit_and_undecided_summaries_name_what_is_missing(view: KnowledgeBaseView) -> None:
+    for info in view.rules.values():
+        s = undecided_summary(info.title, ["ferritin", "platelet count", "fibrinogen", "body temperature"])
+        assert len(s) < SUMMARY_LIMIT and s.startswith("Undecided: ") and "needs ferritin" in s
+    long_title = "x" * 118
+    s = undecided_summary(long_title, ["aspartate aminotransferase (AST)", "triglycerides"])
+    assert len(s) < SUMMARY_LIMIT and "needs aspartate aminotransferase (AST) and 1 more" in s
+    assert fit("word " * 60).endswith("…") and len(fit("word " * 60)) < SUMMARY_LIMIT
+    assert re.fullmatch(r"Undecided: t - needs a, b", undecided_summary("t", ["a", "b"]))
+
