@@ -54,6 +54,8 @@ from .times import iso
 from .vocab import vocabulary
 
 RESTRICTIVE = frozenset({"stop", "avoid"})
+# Put before a caveat whose condition could not be decided, by language (English by default).
+UNCHECKED_CAVEAT = {"en": "Could not be checked, so treat with caution: ", "zh-CN": "无法核实，请谨慎对待："}
 PERMISSIVE = frozenset({"start", "consider"})
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 MAX_FACTS_SHOWN = 12
@@ -388,7 +390,7 @@ def derive_outcome(ev: RuleEvaluator, cr: CompiledRule, res: NodeResult, rule: R
         if verdict == "true":
             caveats.append(text_in(caveat.text, lang))
         elif verdict == "unknown":
-            caveats.append("Could not be checked, so treat with caution: " + text_in(caveat.text, lang))
+            caveats.append(UNCHECKED_CAVEAT.get(lang, UNCHECKED_CAVEAT["en"]) + text_in(caveat.text, lang))
     return Outcome(status, _dedupe(missing), score, tuple(caveats), words)
 
 
@@ -403,9 +405,9 @@ def citations(rule: Rule) -> tuple[Citation, ...]:
 
 
 def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]], start: int | None,
-                    cache: dict[str, tuple[Matched, ...]] | None = None) -> list[Matched]:
-    """The conditions that held along the true paths of a tree, with their facts. ``cache`` keeps the reasons
-    of each derived fact, built once per evaluation however many rules use it."""
+                    cache: dict[str, tuple[Matched, ...]] | None = None, lang: str = "en") -> list[Matched]:
+    """The conditions that held along the true paths of a tree, with their facts (described in ``lang``).
+    ``cache`` keeps the reasons of each derived fact, built once per evaluation however many rules use it."""
     if cache is None:
         cache = {}
     node = res.node
@@ -418,18 +420,18 @@ def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]],
             name = str(f.data["n"])
             inner, rule_id = derived.get(name, (None, ""))
             if name not in cache:
-                cache[name] = tuple(matched_entries(inner, derived, start, cache)) if inner is not None else ()
+                cache[name] = tuple(matched_entries(inner, derived, start, cache, lang)) if inner is not None else ()
             because = cache[name]
-            return [Matched(node.label, node.path, tuple(fact_json_with_text(x, start) for x in facts), False,
+            return [Matched(node.label, node.path, tuple(fact_json_with_text(x, start, lang) for x in facts), False,
                             {"fact": name, "status": f.data["st"], "rule_id": rule_id}, because)]
-        return [Matched(node.label, node.path, tuple(fact_json_with_text(x, start) for x in facts))]
+        return [Matched(node.label, node.path, tuple(fact_json_with_text(x, start, lang) for x in facts))]
     if isinstance(node, Not):
         child = res.children[0]
-        seen = tuple(fact_json_with_text(x, start) for x in child.seen[-3:])
+        seen = tuple(fact_json_with_text(x, start, lang) for x in child.seen[-3:])
         return [Matched(f"no {_label(child.node)}", node.path, seen, True)]
     out: list[Matched] = []
     for child in res.children:
-        out.extend(matched_entries(child, derived, start, cache))
+        out.extend(matched_entries(child, derived, start, cache, lang))
     return out
 
 
@@ -562,7 +564,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
                 rule.derive.fact, done.status, cr.id, cr.version, title,
                 text_in(rule.derive.summary, lang) if rule.derive.summary else None,
                 _num(sr.exact) if sr is not None and sr.exact is not None else None,
-                done.missing, tuple(matched_entries(res, derived, snapshot.start, reasons)), citations(rule),
+                done.missing, tuple(matched_entries(res, derived, snapshot.start, reasons, lang)), citations(rule),
                 rule.evidence_level,
                 value_range=(None if sr is None or sr.low is None else
                              (_num(sr.low), _num(sr.high) if sr.high is not None else None)),
@@ -577,15 +579,15 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
                 b = _b.get(alias)
                 if b is None:
                     return "—"
-                return template_field(b.fact, field, snapshot.start, b.count, b.previous, b.nth)
+                return template_field(b.fact, field, snapshot.start, b.count, b.previous, b.nth, lang)
 
             rationale = render(parse(text_in(rec.rationale, lang)), resolve)
             vocab = vocabulary()
-            actions = tuple(Action(a.kind, a.target, vocab.target_name(a.target), text_in(a.text, lang),
+            actions = tuple(Action(a.kind, a.target, vocab.target_name(a.target, lang), text_in(a.text, lang),
                                    text_in(a.reported_dose, lang) if a.reported_dose else None)
                             for a in rec.actions)
             recs.append(Recommendation(cr.id, cr.version, title, rec.indicator, "active", rec.priority, actions,
-                                       rationale, tuple(matched_entries(res, derived, snapshot.start, reasons)),
+                                       rationale, tuple(matched_entries(res, derived, snapshot.start, reasons, lang)),
                                        citations(rule),
                                        rule.evidence_level))
     recs, conflict_errors = resolve_conflicts(recs, kb.manifest.conflict_resolution)

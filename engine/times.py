@@ -93,8 +93,14 @@ def iso(epoch: float) -> str:
 
 def relative_label(epoch: float, start: int | None) -> str:
     """'day 3 08:00' relative to ``start`` (which is midnight of day 0), or the ISO time."""
+    return relative_label_in(epoch, start, "en")
+
+
+def relative_label_in(epoch: float, start: int | None, lang: str) -> str:
+    """:func:`relative_label` in ``lang``: 'day 3 08:00' in English, '第 3 天 08:00' in zh-CN; ISO times stay ISO."""
     if start is None:
         return iso(epoch)
     delta = int(epoch) - start
     day, rest = divmod(delta, 86400)
-    return f"day {day} {rest // 3600:02d}:{(rest % 3600) // 60:02d}"
+    clock = f"{rest // 3600:02d}:{(rest % 3600) // 60:02d}"
+    return f"第 {day} 天 {clock}" if lang == "zh-CN" else f"day {day} {clock}"

@@ -1,11 +1,15 @@
 """The closed registries (analytes, units, drugs, terms), loaded once from the reviewed tables in
 ``engine/data/``. Everything a rule or case names is resolved here; an unknown name is an error with a
 did-you-mean, never a silent pass-through.
+
+Every term a clinician sees has an English ``name`` and may have a Simplified Chinese one (``zh-CN`` in the
+tables); :meth:`Vocabulary.name` gives a term's name in a language, English where there is no translation.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
@@ -17,6 +21,16 @@ try:
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+
+# The tables of terms a clinician sees; each term has an English name and may have a zh-CN one.
+TABLES = ("analytes", "drugs", "drug_classes", "diagnoses", "manifestations", "severities", "organ_support", "routes",
+          "frequencies", "regimens", "procedures", "findings")
+
+
+def pick(name: str, zh_cn: str | None, lang: str) -> str:
+    """``zh_cn`` when ``lang`` is zh-CN and there is one, else the English ``name``."""
+    return zh_cn if lang == "zh-CN" and zh_cn else name
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,10 @@ class Analyte:
     units: dict[str, UnitConversion]
     loinc: tuple[str, ...]
     plausible: tuple[float, float]
+    zh_cn: str | None = None
+
+    def name_in(self, lang: str) -> str:
+        return pick(self.name, self.zh_cn, lang)
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,10 @@ class Drug:
     synonyms: tuple[str, ...]
     atc: tuple[str, ...]
     rxnorm: tuple[str, ...]
+    zh_cn: str | None = None
+
+    def name_in(self, lang: str) -> str:
+        return pick(self.name, self.zh_cn, lang)
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,10 @@ class Term:
     name: str
     synonyms: tuple[str, ...] = ()
     interval_hours: float | None = None
+    zh_cn: str | None = None
+
+    def name_in(self, lang: str) -> str:
+        return pick(self.name, self.zh_cn, lang)
 
 
 def _read(name: str) -> Any:
@@ -77,7 +103,7 @@ def _terms(section: dict[str, Any]) -> dict[str, Term]:
     for key, raw in section.items():
         spec = raw or {}
         out[key] = Term(key, spec.get("name", key), tuple(spec.get("synonyms", ()) or ()),
-                        spec.get("interval_hours"))
+                        spec.get("interval_hours"), spec.get("zh-CN"))
     return out
 
 
@@ -95,6 +121,7 @@ class Vocabulary:
                 units={u: _conv(c) for u, c in spec["units"].items()},
                 loinc=tuple(str(c) for c in spec.get("loinc", ())),
                 plausible=(float(spec["plausible"][0]), float(spec["plausible"][1])),
+                zh_cn=spec.get("zh-CN"),
             )
             for key, spec in raw_analytes.items()
         }
@@ -110,14 +137,18 @@ class Vocabulary:
         drugs = _read("drugs.yaml")
         self.drugs: dict[str, Drug] = {
             key: Drug(key, spec["name"], tuple(spec.get("classes", ())), tuple(spec.get("synonyms", ())),
-                      tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())))
+                      tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())), spec.get("zh-CN"))
             for key, spec in drugs["drugs"].items()
         }
         self.drug_classes: dict[str, str] = {key: spec["name"] for key, spec in drugs["classes"].items()}
+        self.drug_classes_zh_cn: dict[str, str] = {
+            key: spec["zh-CN"] for key, spec in drugs["classes"].items() if spec.get("zh-CN")}
         terms = _read("terms.yaml")
         self.diagnoses = _terms(terms["diagnoses"])
         self.manifestations = _terms(terms["manifestations"])
-        self.severities: tuple[str, ...] = tuple(terms["severities"])
+        self.severities: tuple[str, ...] = tuple(terms["severities"])  # least to most severe
+        self.severities_zh_cn: dict[str, str] = {
+            key: spec["zh-CN"] for key, spec in terms["severities"].items() if spec and spec.get("zh-CN")}
         self.organ_support = _terms(terms["organ_support"])
         self.routes = _terms(terms["routes"])
         self.frequencies = _terms(terms["frequencies"])
@@ -192,14 +223,45 @@ class Vocabulary:
     def is_target(self, name: str) -> bool:
         return name in self.drugs or name in self.drug_classes or name in self.procedures
 
-    def target_name(self, name: str) -> str:
+    def target_name(self, name: str, lang: str = "en") -> str:
         if name in self.drugs:
-            return self.drugs[name].name
+            return self.drugs[name].name_in(lang)
         if name in self.drug_classes:
-            return self.drug_classes[name]
+            return self.name("drug_classes", name, lang)
         if name in self.procedures:
-            return self.procedures[name].name
+            return self.procedures[name].name_in(lang)
         return name
+
+    # --- names in a language -------------------------------------------------------------------------
+    def _table(self, table: str) -> dict[str, Analyte] | dict[str, Drug] | dict[str, Term]:
+        if table not in TABLES:
+            raise KeyError(table)
+        found: dict[str, Analyte] | dict[str, Drug] | dict[str, Term] = getattr(self, table)
+        return found
+
+    def name(self, table: str, key: str, lang: str = "en") -> str:
+        """The name of term ``key`` of ``table`` (one of :data:`TABLES`) in ``lang``; English when there is no
+        translation. A severity's English name is its key."""
+        if table == "drug_classes":
+            return pick(self.drug_classes[key], self.drug_classes_zh_cn.get(key), lang)
+        if table == "severities":
+            if key not in self.severities:
+                raise KeyError(key)
+            return pick(key, self.severities_zh_cn.get(key), lang)
+        return self._table(table)[key].name_in(lang)
+
+    def translations(self) -> Iterator[tuple[str, str, str, str | None]]:
+        """Every term a clinician may see, as ``(table, key, English name, zh-CN name or None)``."""
+        for table in TABLES:
+            if table == "drug_classes":
+                for key, name in self.drug_classes.items():
+                    yield table, key, name, self.drug_classes_zh_cn.get(key)
+            elif table == "severities":
+                for key in self.severities:
+                    yield table, key, key, self.severities_zh_cn.get(key)
+            else:
+                for key, term in self._table(table).items():
+                    yield table, key, term.name, term.zh_cn
 
     def target_drugs(self, name: str) -> frozenset[str]:
         """The drugs a target covers (a class covers its members); empty for procedures."""

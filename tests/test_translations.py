@@ -111,7 +111,10 @@ def test_wu_case_evaluated_in_zh_cn_shows_the_translations_with_the_patients_val
         zh_template = text_in(model.recommend.rationale, "zh-CN")
         en_template = text_in(model.recommend.rationale, "en")
         values = _values(zh_template, rec.rationale)
-        assert values == _values(en_template, en_by_id[rec.rule_id].rationale)  # the same patient values
+        en_values = _values(en_template, en_by_id[rec.rule_id].rationale)
+        # the same patient values: names and day labels are in Chinese, the numbers are the same
+        assert values.keys() == en_values.keys()
+        assert [NUMBER.findall(x) for x in values.values()] == [NUMBER.findall(x) for x in en_values.values()]
         filled += len(values)
     assert filled > 0, "some rationale at this time quotes the patient's values"
     for assessment in zh.assessments:
