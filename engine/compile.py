@@ -46,6 +46,7 @@ from .ir import (
     Query,
     ScoreTerm,
     Selector,
+    node_words,
 )
 from .load import LoadedRules, RuleFile
 from .rulemodel import (
@@ -261,12 +262,12 @@ class _RuleCompiler:
                                        self._plausible(term.value.analyte), self._unit(term.value)))
             elif term.if_ is not None:
                 node = self._tree(term.if_, (*path, "if"))
-                terms.append(ScoreTerm(term.label or _node_words(node), "if", None, (node,), weight, points, ()))
+                terms.append(ScoreTerm(term.label or node_words(node), "if", None, (node,), weight, points, ()))
             else:
                 assert term.count is not None
                 nodes = tuple(self._tree(c, (*path, "count", j)) for j, c in enumerate(term.count))
                 bands = self._bands(term.bands or [], None, None)
-                terms.append(ScoreTerm(term.label or "count of " + "; ".join(_node_words(n) for n in nodes),
+                terms.append(ScoreTerm(term.label or "count of " + "; ".join(node_words(n) for n in nodes),
                                        "count", None, nodes, weight, None, bands))
         return CompiledScore("sum", tuple(terms), Fraction(str(score.constant)), score.cutoff,
                              tuple(score.interpretation))
@@ -662,15 +663,6 @@ class _RuleCompiler:
 def _which(which: str | None, default: str) -> Selector:
     mode = {"highest": "max", "lowest": "min"}.get(which or default, which or default)
     return Selector(mode)  # type: ignore[arg-type]  # the rule model allows only valid names
-
-
-def _node_words(node: Node) -> str:
-    if isinstance(node, Leaf):
-        return node.label
-    if isinstance(node, Not):
-        return f"not ({_node_words(node.child)})"
-    joiner = " and " if isinstance(node, All) else " or "
-    return "(" + joiner.join(_node_words(c) for c in node.children) + ")"
 
 
 def _strata(rules: list[RuleFile]) -> dict[str, int]:

@@ -31,6 +31,7 @@ from .ir import (
     Not,
     Verdict,
     leaves,
+    node_words,
 )
 from .match import MatchSession, holds
 from .result import (
@@ -428,20 +429,11 @@ def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]],
     if isinstance(node, Not):
         child = res.children[0]
         seen = tuple(fact_json_with_text(x, start, lang) for x in child.seen[-3:])
-        return [Matched(f"no {_label(child.node)}", node.path, seen, True)]
+        return [Matched(f"no {node_words(child.node)}", node.path, seen, True)]
     out: list[Matched] = []
     for child in res.children:
         out.extend(matched_entries(child, derived, start, cache, lang))
     return out
-
-
-def _label(node: Node) -> str:
-    if isinstance(node, Leaf):
-        return node.label
-    if isinstance(node, Not):
-        return f"not ({_label(node.child)})"
-    joiner = " and " if isinstance(node, All) else " or "
-    return "(" + joiner.join(_label(c) for c in node.children) + ")"
 
 
 def resolve_conflicts(recs: list[Recommendation], policy: str) -> tuple[list[Recommendation], list[RuleError]]:

@@ -233,3 +233,15 @@ def leaves(node: Node) -> list[Leaf]:
     for child in node.children:
         out.extend(leaves(child))
     return out
+
+
+def node_words(node: Node) -> str:
+    """A condition tree in words, from the labels the compiler gives each leaf."""
+    if isinstance(node, Leaf):
+        return node.label
+    if isinstance(node, Not):
+        return f"not ({node_words(node.child)})"
+    if isinstance(node, AtLeast):
+        return f"at least {node.n} of (" + "; ".join(node_words(c) for c in node.children) + ")"
+    joiner = " and " if isinstance(node, All) else " or "
+    return "(" + joiner.join(node_words(c) for c in node.children) + ")"
