@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,25 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def _shared() -> Path:
-    """The project's reference material, read in place: $MASCDS_SHARED, else the nearest ``shared/`` beside the
-    clone or one of its parents (a clone at any depth next to it finds it)."""
+    """The project's reference material, read in place: $MASCDS_SHARED, else the nearest ``shared/`` beside this
+    checkout or one of its parents, else beside the repository it was cloned from (a clone made elsewhere, e.g.
+    in a temporary directory, still finds the material next to its origin)."""
     env = os.environ.get("MASCDS_SHARED")
     if env:
         return Path(env)
-    for parent in ROOT.parents:
-        if (parent / "shared" / "README.md").is_file():
-            return parent / "shared"
+    places = [ROOT]
+    try:
+        origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    origin = origin.removeprefix("file://")
+    if origin and "://" not in origin and Path(origin).is_dir():
+        places.append(Path(origin).resolve())
+    for place in places:
+        for parent in place.parents:
+            if (parent / "shared" / "README.md").is_file():
+                return parent / "shared"
     return ROOT.parent / "shared"
 
 
