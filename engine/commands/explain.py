@@ -41,16 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain import check_rule_id, explain_result
-    from ..rulemodel import text_in
+    from .. import explain
+    from ..explain import check_rule_id
 
     kb = load_kb(args)
-    check_rule_id(args.rule_id, kb.rule_ids)
+    check_rule_id(args.rule_id, kb.rule_ids)  # a mistyped rule id is reported before the case is read
     snap = load_snapshot(args.case, args.patient)
-    result = kb.evaluate(snap, args.at, backend=args.backend, lang=args.lang)
-    rule = kb.compiled.models[args.rule_id]
-    exp = explain_result(result, args.rule_id, text_in(rule.title, args.lang), rule.version,
-                         kb.compiled.files[args.rule_id].file)
+    exp = explain(kb, snap, args.rule_id, args.at, backend=args.backend, lang=args.lang)
     if args.format == "json":
         print(json.dumps(exp.to_json(), ensure_ascii=False, indent=2))
     else:
