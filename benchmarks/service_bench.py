@@ -2,6 +2,7 @@
 
     python benchmarks/service_bench.py [--requests 400] [--concurrency 1,10,50] [--size typical] [--json out.json]
     python benchmarks/service_bench.py --profile        # where one call's time goes, in-process (cProfile)
+    python benchmarks/service_bench.py --stages         # the same, as medians per stage, without a profiler
 
 A real server is started (``python -m engine.cli serve`` on 127.0.0.1, a free port, authentication on: every
 request carries its own ES384-signed JWT). Each request is a different patient with its own values, so nothing a
@@ -153,6 +154,46 @@ def profile(size: str, n: int) -> None:
     pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
 
+def stages(size: str, n: int, warmup: int = 30) -> None:
+    """Median CPU time per stage of one call, in-process and unprofiled: reading the request, FHIR validation and
+    mapping to a snapshot, evaluation, and the whole call (``evaluate_call``: FHIR + evaluation + cards)."""
+    import engine
+    from engine.fhir import snapshot_from_resources
+    from engine.service.app import evaluate_call
+    from engine.service.cards import KnowledgeBaseView
+    from engine.service.models import CDSHooksRequest, PatientViewContext
+    from engine.service.prefetch import SERVICES, Gathered, read_value
+
+    view = KnowledgeBaseView.of(engine.load_knowledge_base(ROOT / "rules"))
+    svc = next(s for s in SERVICES if s.hook == "patient-view")
+    times: dict[str, list[float]] = {"request": [], "fhir": [], "evaluation": [], "call": []}
+    for i in range(warmup + n):
+        pid = f"stages-{i}"
+        body = orjson.dumps(hook_request("patient-view", pid, as_prefetch(record(pid, size, i))))
+        t0 = time.perf_counter()
+        req = CDSHooksRequest.model_validate(orjson.loads(body))
+        resources: list[dict[str, Any]] = []
+        for k, v in (req.prefetch or {}).items():
+            value = read_value(k, v)
+            if isinstance(value, list):
+                resources.extend(value)
+        ctx = PatientViewContext.model_validate(req.context)
+        t1 = time.perf_counter()
+        snapshot = snapshot_from_resources(resources, source="bench", patient_id=pid, not_fetched=[]).snapshot
+        t2 = time.perf_counter()
+        view.kb.evaluate(snapshot, int(time.time()))
+        t3 = time.perf_counter()
+        evaluate_call(view, svc, ctx, Gathered(resources), [], time.time(), lambda r: f"{BASE_URL}/rules/{r}")
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                times[key].append(dt)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print(f"{size} records ({len(resources)} resources), {n} calls, median ms: request {med['request']:.2f}, "
+          f"FHIR validation and mapping {med['fhir']:.2f}, evaluation {med['evaluation']:.2f}; whole call "
+          f"{med['call']:.2f} (of which cards and response about {med['call'] - med['fhir'] - med['evaluation']:.2f})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=400, help="measured requests per concurrency level")
@@ -161,9 +202,13 @@ def main() -> int:
     ap.add_argument("--size", choices=("small", "typical"), default="typical")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--profile", action="store_true", help="profile one call in-process instead")
+    ap.add_argument("--stages", action="store_true", help="median time per stage of one call, in-process")
     args = ap.parse_args()
     if args.profile:
         profile(args.size, 200)
+        return 0
+    if args.stages:
+        stages(args.size, args.requests)
         return 0
     levels = [int(x) for x in args.concurrency.split(",")]
     key = ec.generate_private_key(ec.SECP384R1())
