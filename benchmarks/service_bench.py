@@ -200,6 +200,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--concurrency", default="1,10,50")
     ap.add_argument("--size", choices=("small", "typical"), default="typical")
+    ap.add_argument("--shared-replay", action="store_true",
+                    help="record used token ids in a SQLite file (auth.replay_db) instead of in memory")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--profile", action="store_true", help="profile one call in-process instead")
     ap.add_argument("--stages", action="store_true", help="median time per stage of one call, in-process")
@@ -218,7 +220,8 @@ def main() -> int:
     config = {"base_url": BASE_URL, "knowledge_base": str(ROOT / "rules"), "feedback_db": str(workdir / "f.db"),
               "log_level": "warning", "reload": {"watch": False},
               "auth": {"issuers": [{"iss": ISSUER, "jwks_file": str(workdir / "jwks.json")}],
-                       "max_token_lifetime_seconds": 900}}
+                       "max_token_lifetime_seconds": 900,
+                       **({"replay_db": str(workdir / "replay.sqlite3")} if args.shared_replay else {})}}
     print(f"preparing {args.warmup + args.requests} x {len(levels)} requests ({args.size} records) ...",
           file=sys.stderr)
     work = {c: prepare(args.warmup + args.requests, args.size, key) for c in levels}
@@ -236,8 +239,9 @@ def main() -> int:
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    replay = "shared SQLite" if args.shared_replay else "in memory"
     print(f"patient-view, {args.size} records (~{size / 1024:.0f} KiB each), {results['machine']}, "
-          f"Python {results['python']}, JWT auth on")
+          f"Python {results['python']}, JWT auth on, used token ids {replay}")
     print(f"{'clients':>8} {'requests':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>7}")
     for clients, s in results["levels"].items():
         print(f"{clients:>8} {s['requests']:>9} {s['median_ms']:>10.1f} {s['p90_ms']:>8.1f} {s['p99_ms']:>8.1f} "

@@ -6,15 +6,17 @@ reason that does not repeat the token."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 
-from engine.service.auth import AuthError, ReplayCache, Verifier
+from engine.service.auth import AuthError, ReplayCache, ReplayStoreError, SharedReplayStore, Verifier
 from engine.service.config import AuthConfig, IssuerConfig
 from tests.test_service_harness import (
     BASE_URL,
@@ -215,6 +217,62 @@ def test_replay_cache_forgets_expired_tokens_and_fails_closed_when_full() -> Non
     assert cache.add("other-issuer", "a", now + 10, now)
     assert not cache.add("i", "b", now + 10, now), "full: refuse rather than forget a live jti"
     assert cache.add("i", "b", now + 10, now + 20), "expired entries are purged"
+
+
+def test_a_shared_replay_store_refuses_a_token_seen_by_another_instance(tmp_path: Path) -> None:
+    path = tmp_path / "replay.sqlite3"
+    first, second = SharedReplayStore(path), SharedReplayStore(path)  # two instances on one host
+    now = time.time()
+    assert first.add("i", "a", now + 10, now)
+    assert not second.add("i", "a", now + 10, now), "seen by the other instance: a replay"
+    assert not first.add("i", "a", now + 10, now)
+    assert second.add("other-issuer", "a", now + 10, now)
+    assert len(first) == 2
+    first.close()
+    second.close()
+    reopened = SharedReplayStore(path, max_entries=2)  # survives a restart
+    assert not reopened.add("i", "a", now + 10, now)
+    assert not reopened.add("i", "b", now + 10, now), "full: refuse rather than forget a live jti"
+    assert reopened.add("i", "b", now + 10, now + 20), "expired entries are purged"
+    assert len(reopened) == 1
+    reopened.close()
+    with pytest.raises(ReplayStoreError, match="failed"):  # an unusable store neither accepts nor refuses
+        reopened.add("i", "c", now + 10, now)
+
+
+def test_instances_sharing_a_replay_store_refuse_a_token_used_at_the_other(
+        ehr: FakeEhr, tokens: Tokens, tmp_path: Path) -> None:
+    replay_db = tmp_path / "shared" / "replay.sqlite3"
+    procs = []
+    try:
+        for name in ("a", "b"):
+            config = service_config(ehr, tmp_path / name)
+            config["auth"] = {**config["auth"], "replay_db": str(replay_db)}
+            procs.append(ServiceProcess(tmp_path / name, config))
+        a, b = (httpx.Client(base_url=p.url, timeout=10) for p in procs)
+        with a, b:
+            token = tokens.make(DISCOVERY)
+            checked(a.get(DISCOVERY, headers=bearer(token)))
+            refused(b.get(DISCOVERY, headers=bearer(token)), "already used (jti replay)")
+            refused(a.get(DISCOVERY, headers=bearer(token)), "already used (jti replay)")
+            other = tokens.make(DISCOVERY)
+            checked(b.get(DISCOVERY, headers=bearer(other)))
+            refused(a.get(DISCOVERY, headers=bearer(other)), "already used (jti replay)")
+            # A store held locked (an instance stuck mid-write) neither accepts nor refuses: 503, try again;
+            # the token is not spent and is accepted once the store is free.
+            third = tokens.make(DISCOVERY)
+            holder = sqlite3.connect(replay_db, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                body = checked(a.get(DISCOVERY, headers=bearer(third)), 503)
+                assert "replay store is unavailable" in body["issue"][0]["diagnostics"]
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            checked(b.get(DISCOVERY, headers=bearer(third)))
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def test_configuration_refuses_none_and_hmac() -> None:

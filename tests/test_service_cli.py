@@ -46,6 +46,11 @@ def test_settings_come_from_the_file_then_the_environment(tmp_path: Path) -> Non
     assert settings.knowledge_base == tmp_path / "kb" and settings.feedback_db == tmp_path / "data/fb.sqlite3"
     assert settings.auth.issuers[0].jwks_file == tmp_path / "ehr-jwks.json"
     assert settings.fhir.servers == ["https://ehr.example.org/fhir"]
+    assert settings.auth.replay_db is None  # unset: one process, used token ids in memory
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()),
+                                    "auth": {"issuers": [{"iss": "https://e.example", "jwks_file": "j.json"}],
+                                             "replay_db": "state/replay.sqlite3"}}))
+    assert load_settings(path, env={}).auth.replay_db == tmp_path / "state/replay.sqlite3"
     # Options override both.
     assert load_settings(path, env={"MASCDS_SERVICE_PORT": "9000"}, overrides={"port": 1234}).port == 1234
     # The file can be named by the environment.
@@ -89,6 +94,21 @@ def test_check_loads_the_knowledge_base_and_reports_located_problems(tmp_path: P
     out = mascds(*args)
     assert out.returncode == 1
     assert "mas.active.yaml:" in out.stderr and "E100" in out.stderr
+
+
+def test_an_unusable_replay_store_stops_the_start_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = tmp_path / "service.yaml"
+    config.write_text(yaml.safe_dump({
+        "base_url": "https://cds.example.org", "feedback_db": str(tmp_path / "f.db"),
+        "auth": {"issuers": [{"iss": "https://ehr.example.org", "jwks_file": "jwks.json"}],
+                 "replay_db": str(blocker / "replay.sqlite3")}}))
+    out = mascds("serve", "--config", str(config), "--check")
+    assert out.returncode == 1, out.stderr
+    assert "auth.replay_db: cannot open the replay store" in out.stderr and "not-a-directory" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_help_lists_serve_and_its_options() -> None:

@@ -47,7 +47,7 @@ from starlette.middleware.cors import CORSMiddleware
 from ..errors import EvaluationError, LoadError, UsageError
 from ..kb import default_rules_dir
 from ..snapshot import Snapshot
-from .auth import AuthError, Caller, Verifier
+from .auth import AuthError, Caller, ReplayCache, ReplayStoreError, SharedReplayStore, Verifier
 from .cards import EXTENSION_KEY, CardContext, KnowledgeBaseView, build_cards
 from .config import Settings
 from .feedback import FeedbackStore, IssuedCard
@@ -417,6 +417,12 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
     bad = [s for s in overrides if s not in {svc.id for svc in SERVICES}]
     if bad:
         raise UsageError(f"services: unknown service '{bad[0]}'")
+    replays: ReplayCache | SharedReplayStore = ReplayCache()
+    if settings.auth.replay_db is not None and not dev_no_auth:
+        try:
+            replays = SharedReplayStore(settings.auth.replay_db)
+        except ReplayStoreError as exc:
+            raise UsageError(f"auth.replay_db: {exc}") from None
     state = ServiceState(settings, holder, FeedbackStore(settings.feedback_db), queries,
                          {s.id: s for s in SERVICES}, required, dev_no_auth=dev_no_auth)
 
@@ -425,7 +431,7 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         state.http = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=100))
         state.fetcher = FhirFetcher(settings.fhir, state.http)
         if not dev_no_auth:
-            state.verifier = Verifier(settings.auth, state.http)
+            state.verifier = Verifier(settings.auth, state.http, replays)
         else:
             log.warning("*" * 78)
             log.warning("AUTHENTICATION IS OFF (--dev-no-auth): any caller on this machine can send patient data "
@@ -452,6 +458,8 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
             state.cpu.shutdown(wait=True)
             await state.http.aclose()
             state.store.close()
+            if isinstance(replays, SharedReplayStore):
+                replays.close()
 
     app = FastAPI(title="mascds CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -477,6 +485,10 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         except AuthError as exc:
             log.info("authentication refused on %s: %s", request.url.path, exc)
             raise Problem(401, [str(exc)], {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+        except ReplayStoreError as exc:  # neither accepted nor refused: the caller may retry with the same token
+            log.error("token replay store unavailable on %s: %s", request.url.path, exc)
+            raise Problem(503, ["the token could not be checked for replay (the shared replay store is "
+                                "unavailable); try again"], {"Retry-After": "1"}) from None
 
     async def read_json(request: Request) -> Any:
         ctype = request.headers.get("content-type", "")

@@ -9,7 +9,8 @@ A token is accepted only when all of these hold (each failure is a 401 naming th
   configured ``jwks_url`` or ``jwks_file``; the JWK must suit the algorithm (key type, curve, ``use``, ``alg``);
 * the signature verifies; ``aud`` is the URL of the endpoint called; ``exp`` has not passed and ``iat`` is not
   in the future (both with the configured leeway); ``exp - iat`` is within the configured lifetime; ``jti`` is
-  present and has not been seen before from that issuer while the token is valid.
+  present and has not been seen before from that issuer while the token is valid (in this process, or in every
+  instance sharing the configured ``replay_db``).
 
 JWK Sets are cached; an unknown ``kid`` refetches the set (a key rotation), at most once per
 ``jwks_min_refresh_seconds`` (10 s) per URL, so random ``kid`` values cannot make the service hammer a client's
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -79,6 +81,71 @@ class ReplayCache:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class ReplayStoreError(Exception):
+    """The shared replay store could not be read or written: the token can be neither accepted nor refused."""
+
+
+_REPLAY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS used_token (
+    iss TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    valid_until REAL NOT NULL,
+    PRIMARY KEY (iss, jti)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS used_token_until ON used_token (valid_until);
+"""
+
+
+class SharedReplayStore:
+    """``(iss, jti)`` pairs in a SQLite file that every instance of the service on this host opens: a token
+    used at one instance is a replay at all of them. One transaction per token (``INSERT OR IGNORE`` on the
+    primary key), so two instances racing with the same token cannot both accept it."""
+
+    def __init__(self, path: Path, max_entries: int = 1_000_000, timeout_seconds: float = 2.0) -> None:
+        self.path = path
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._adds = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=timeout_seconds, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # No fsync per token: a record survives a crash of any instance, not a power cut of the host
+            # (which the in-memory record would not survive either); an fsync per call cost ~1 ms and the p99.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_REPLAY_SCHEMA)
+            self._count = self._db.execute("SELECT count(*) FROM used_token").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            raise ReplayStoreError(f"cannot open the replay store {path}: {exc}") from None
+
+    def add(self, iss: str, jti: str, until: float, now: float) -> bool:
+        """Record a token; False when any instance saw it before (a replay) or the store is full (fail closed).
+        :class:`ReplayStoreError` when the store cannot be used."""
+        with self._lock:
+            try:
+                self._adds += 1
+                if self._adds % 1024 == 0 or self._count >= self.max_entries:
+                    self._db.execute("DELETE FROM used_token WHERE valid_until < ?", (now,))
+                    self._count = self._db.execute("SELECT count(*) FROM used_token").fetchone()[0]
+                if self._count >= self.max_entries:
+                    return False
+                added = self._db.execute("INSERT OR IGNORE INTO used_token VALUES (?, ?, ?)",
+                                         (iss, jti, until)).rowcount == 1
+            except sqlite3.Error as exc:
+                raise ReplayStoreError(f"the replay store {self.path} failed ({type(exc).__name__})") from None
+            self._count += added
+            return added
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM used_token").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 def _index(jwks: Any, where: str) -> dict[str, dict[str, Any]]:
@@ -174,11 +241,12 @@ def _check_jwk(jwk_data: dict[str, Any], alg: str) -> Any:
 class Verifier:
     """Checks the JWT bearer token of one call against the configured issuers."""
 
-    def __init__(self, cfg: AuthConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, cfg: AuthConfig, client: httpx.AsyncClient,
+                 replays: ReplayCache | SharedReplayStore | None = None) -> None:
         self.cfg = cfg
         self.issuers: dict[str, IssuerConfig] = {i.iss: i for i in cfg.issuers}
         self.jwks = JwksCache(cfg, client)
-        self.replays = ReplayCache()
+        self.replays = replays if replays is not None else ReplayCache()
 
     async def verify(self, authorization: str | None, audiences: tuple[str, ...]) -> Caller:
         token = self._token(authorization)
@@ -266,4 +334,4 @@ class Verifier:
         return claims
 
 
-__all__ = ["AuthError", "Caller", "JwksCache", "ReplayCache", "Verifier"]
+__all__ = ["AuthError", "Caller", "JwksCache", "ReplayCache", "ReplayStoreError", "SharedReplayStore", "Verifier"]

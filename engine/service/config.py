@@ -84,6 +84,9 @@ class AuthConfig(_Section):
                                             "the JWK Set at most this often.")
     jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
     allow_http: bool = Field(default=False, description="Accept http:// JWK Set URLs (local testing only).")
+    replay_db: Path | None = Field(default=None, description="A SQLite file recording used token ids, shared by "
+                                   "every instance of the service on this host so that a token accepted by one is "
+                                   "a replay at the others; unset, each process keeps its own record in memory.")
 
     @field_validator("algorithms")
     @classmethod
@@ -246,6 +249,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             issuers.append({**issuer, "jwks_file": str(base / f)} if isinstance(f, str) and not Path(f).is_absolute()
                            else issuer)
         out["auth"] = {**auth, "issuers": issuers}
+    auth = out.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("replay_db"), str) and not Path(auth["replay_db"]).is_absolute():
+        out["auth"] = {**auth, "replay_db": str(base / auth["replay_db"])}
     return out
 
 
