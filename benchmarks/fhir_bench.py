@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -24,16 +23,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench import pin_one_core  # noqa: E402
 from engine.fhir import RELEVANT_TYPES, FhirIngest, load_fhir, snapshot_from_resources  # noqa: E402
 from engine.fhir_codes import code_tables  # noqa: E402
-
-
-def pin_one_core() -> str:
-    try:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        return f"pinned to CPU {min(os.sched_getaffinity(0))}"
-    except (AttributeError, OSError):
-        return "not pinned"
 
 
 def mapped_by_type(ingest: FhirIngest, labels: dict[str, str], patients: set[str]) -> Counter[str]:

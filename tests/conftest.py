@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import engine
+
+if TYPE_CHECKING:
+    from tests.test_service_harness import FakeEhr, Keys, Tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
@@ -73,3 +78,29 @@ def rule_text(rule_id: str, when: str, outcome: str = "derive: {fact: x}") -> st
             "sources:\n  - doi: 10.1002/pdi3.32\n    reference: \"Yang X, et al. Pediatr Discov 2023;1(3).\"\n"
             "    reported: \"Used only by a test.\"\n"
             f"when:\n  {when}\n{outcome}\n")
+
+
+# --- the CDS service's counterparts (the harness is imported only by the tests that ask for them) ---------------------
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    """The EHR's signing keys, one set per test module."""
+    from tests.test_service_harness import Keys
+
+    return Keys()
+
+
+@pytest.fixture(scope="module")
+def ehr(keys: Keys) -> Iterator[FakeEhr]:
+    """A fake EHR (FHIR server and JWK Set) on 127.0.0.1, one per test module."""
+    from tests.test_service_harness import FakeEhr
+
+    server = FakeEhr(keys)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def tokens(keys: Keys) -> Tokens:
+    from tests.test_service_harness import Tokens
+
+    return Tokens(keys)

@@ -28,7 +28,6 @@ from tests.test_service_harness import (
     PATIENT_VIEW,
     ROOT,
     FakeEhr,
-    Keys,
     ServiceProcess,
     Tokens,
     all_text,
@@ -44,23 +43,6 @@ from tests.test_service_harness import (
     spec_example,
     tocilizumab_reaction_record,
 )
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
-
-
-@pytest.fixture(scope="module")
-def ehr(keys: Keys) -> Iterator[FakeEhr]:
-    server = FakeEhr(keys)
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def tokens(keys: Keys) -> Tokens:
-    return Tokens(keys)
 
 
 @pytest.fixture(scope="module")

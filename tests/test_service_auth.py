@@ -38,23 +38,6 @@ SERVICE = f"/cds-services/{PATIENT_VIEW}"
 
 
 @pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
-
-
-@pytest.fixture(scope="module")
-def ehr(keys: Keys) -> Iterator[FakeEhr]:
-    server = FakeEhr(keys)
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def tokens(keys: Keys) -> Tokens:
-    return Tokens(keys)
-
-
-@pytest.fixture(scope="module")
 def client(ehr: FakeEhr, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     workdir = tmp_path_factory.mktemp("auth")
     config = service_config(ehr, workdir)

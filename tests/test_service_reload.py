@@ -8,7 +8,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,6 @@ from tests.test_service_harness import (
     mas_record,
     service_config,
 )
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
-
-
-@pytest.fixture(scope="module")
-def ehr(keys: Keys) -> Iterator[FakeEhr]:
-    server = FakeEhr(keys)
-    yield server
-    server.close()
 
 
 def _start(ehr: FakeEhr, workdir: Path, watch: bool) -> tuple[ServiceProcess, Path]:
