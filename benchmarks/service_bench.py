@@ -89,7 +89,7 @@ def prepare(n: int, size: str, key: Any) -> list[tuple[bytes, dict[str, str]]]:
     out = []
     for i in range(n):
         pid = f"bench-{i}-{uuid.uuid4().hex[:8]}"
-        body = orjson.dumps(hook_request("patient-view", pid, as_prefetch(record(pid, size, i))))
+        body = request_body(pid, size, i)
         now = int(time.time())
         token = jwt.encode({"iss": ISSUER, "aud": f"{BASE_URL}{PATH}", "iat": now, "exp": now + 900,
                             "jti": str(uuid.uuid4())}, key, algorithm="ES384", headers={"kid": "bench"})
@@ -122,27 +122,37 @@ def stats(latencies: list[float], wall: float) -> dict[str, float]:
             "p99_ms": q[98] * 1e3, "max_ms": s[-1] * 1e3, "per_second": len(s) / wall}
 
 
+def read_call(body: bytes) -> tuple[Any, list[dict[str, Any]]]:
+    """What the server reads from a patient-view request body: its context and the prefetched resources."""
+    from engine.service.models import CDSHooksRequest, PatientViewContext
+    from engine.service.prefetch import read_value
+
+    req = CDSHooksRequest.model_validate(orjson.loads(body))
+    resources: list[dict[str, Any]] = []
+    for k, v in (req.prefetch or {}).items():
+        value = read_value(k, v)
+        if isinstance(value, list):
+            resources.extend(value)
+    return PatientViewContext.model_validate(req.context), resources
+
+
+def request_body(pid: str, size: str, i: int) -> bytes:
+    return orjson.dumps(hook_request("patient-view", pid, as_prefetch(record(pid, size, i))))
+
+
 def profile(size: str, n: int) -> None:
     """Where the time of one call goes, without HTTP: the same functions the server runs, under cProfile."""
     import engine
     from engine.service.app import evaluate_call
     from engine.service.cards import KnowledgeBaseView
-    from engine.service.models import CDSHooksRequest, PatientViewContext
-    from engine.service.prefetch import SERVICES, Gathered, read_value
+    from engine.service.prefetch import SERVICES, Gathered
 
     view = KnowledgeBaseView.of(engine.load_knowledge_base(ROOT / "rules"))
     svc = next(s for s in SERVICES if s.hook == "patient-view")
     calls = []
     for i in range(n):
-        pid = f"prof-{i}"
-        req = CDSHooksRequest.model_validate(orjson.loads(orjson.dumps(
-            hook_request("patient-view", pid, as_prefetch(record(pid, size, i))))))
-        resources: list[dict[str, Any]] = []
-        for k, v in (req.prefetch or {}).items():
-            value = read_value(k, v)
-            if isinstance(value, list):
-                resources.extend(value)
-        calls.append((PatientViewContext.model_validate(req.context), Gathered(resources)))
+        ctx, resources = read_call(request_body(f"prof-{i}", size, i))
+        calls.append((ctx, Gathered(resources)))
     prof = cProfile.Profile()
     started = time.perf_counter()
     prof.enable()
@@ -161,23 +171,17 @@ def stages(size: str, n: int, warmup: int = 30) -> None:
     from engine.fhir import snapshot_from_resources
     from engine.service.app import evaluate_call
     from engine.service.cards import KnowledgeBaseView
-    from engine.service.models import CDSHooksRequest, PatientViewContext
-    from engine.service.prefetch import SERVICES, Gathered, read_value
+    from engine.service.prefetch import SERVICES, Gathered
 
     view = KnowledgeBaseView.of(engine.load_knowledge_base(ROOT / "rules"))
     svc = next(s for s in SERVICES if s.hook == "patient-view")
     times: dict[str, list[float]] = {"request": [], "fhir": [], "evaluation": [], "call": []}
+    resources: list[dict[str, Any]] = []
     for i in range(warmup + n):
         pid = f"stages-{i}"
-        body = orjson.dumps(hook_request("patient-view", pid, as_prefetch(record(pid, size, i))))
+        body = request_body(pid, size, i)
         t0 = time.perf_counter()
-        req = CDSHooksRequest.model_validate(orjson.loads(body))
-        resources: list[dict[str, Any]] = []
-        for k, v in (req.prefetch or {}).items():
-            value = read_value(k, v)
-            if isinstance(value, list):
-                resources.extend(value)
-        ctx = PatientViewContext.model_validate(req.context)
+        ctx, resources = read_call(body)
         t1 = time.perf_counter()
         snapshot = snapshot_from_resources(resources, source="bench", patient_id=pid, not_fetched=[]).snapshot
         t2 = time.perf_counter()
