@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
 
@@ -66,13 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    return guarded(lambda: command(args.command).run(args), getattr(args, "format", "text"))
+
+
+def guarded(run: Callable[[], int], fmt: str = "text") -> int:
+    """Run a command, turning every error into a message on stderr (or JSON with ``fmt`` json) and an exit code."""
     from .errors import EvaluationError, LoadError, MascdsError
 
     try:
-        code: int = command(args.command).run(args)
-        return code
+        return run()
     except LoadError as exc:
-        if getattr(args, "format", "text") == "json":
+        if fmt == "json":
             print(json.dumps({"error": exc.what, "problems": [d.to_json() for d in exc.diagnostics]},
                              ensure_ascii=False, indent=2))
         else:

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -401,6 +401,16 @@ def service_config(ehr: FakeEhr, workdir: Path, **over: Any) -> dict[str, Any]:
     }
     config.update(over)
     return config
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20, what: str = "the server") -> None:
+    """Poll ``predicate`` until it holds; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- checking answers ------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from tests.test_service_harness import (
     hook_request,
     mas_record,
     service_config,
+    wait_until,
 )
 
 
@@ -49,12 +50,7 @@ def _health(client: httpx.Client) -> dict[str, Any]:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for the reload")
+    wait_until(predicate, timeout, "the reload")
 
 
 def test_sighup_reloads_and_a_broken_knowledge_base_keeps_the_old_one(

@@ -6,7 +6,6 @@ import argparse
 import ipaddress
 import json
 import logging
-import socket
 import sys
 
 from ._shared import EXIT_OK
@@ -34,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="service configuration (YAML)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8080; 0 picks a free one)")
+    p.add_argument("--workers", type=int, metavar="N", help="service processes sharing the port, one core each "
+                   "(default 1)")
     p.add_argument("--base-url", metavar="URL", help="public base URL clients call (the JWT audience)")
     p.add_argument("--rules", metavar="DIR", help="knowledge base directory (default: $MASCDS_RULES or ./rules)")
     p.add_argument("--feedback-db", metavar="FILE", help="SQLite file for issued cards and feedback")
@@ -55,31 +56,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only for sockets that say so
-    # (with proto 0, small answers waited ~40 ms for delayed ACKs).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        from ..errors import UsageError
-
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..service.config import load_settings
 
     settings = load_settings(args.config, overrides={
-        "host": args.host, "port": args.port, "base_url": args.base_url, "knowledge_base": args.rules,
-        "feedback_db": args.feedback_db, "log_level": args.log_level})
+        "host": args.host, "port": args.port, "workers": args.workers, "base_url": args.base_url,
+        "knowledge_base": args.rules, "feedback_db": args.feedback_db, "log_level": args.log_level})
     if args.show_feedback:
         from ..service.feedback import FeedbackStore
 
@@ -102,18 +85,23 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..service.app import create_app
+    from ..service.workers import bind_socket, supervise, worker_settings
 
-    app = create_app(settings, dev_no_auth=args.dev_no_auth)
+    # with several workers, --check tries the settings they would run with (the shared replay store included)
+    serving = worker_settings(settings, args.dev_no_auth) if settings.workers > 1 else settings
+    if settings.workers > 1 and not args.check:
+        return supervise(settings, dev_no_auth=args.dev_no_auth)
+    app = create_app(serving, dev_no_auth=args.dev_no_auth)
     if args.check:
         print(f"ok: configuration and knowledge base load ({settings.knowledge_base or 'default rules'})",
               file=sys.stderr)
         return EXIT_OK
     import uvicorn
 
-    sock = _listen(settings.host, settings.port)
+    sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"mascds serve: listening on http://{shown}:{port}", file=sys.stderr, flush=True)  # at any log level
+    print(f"mascds serve: listening on http://{shown}:{port}", file=sys.stderr, flush=True)  # at any level
     config = uvicorn.Config(app, log_config=None, log_level=settings.log_level, access_log=False,
                             server_header=False, lifespan="on")
     uvicorn.Server(config).run(sockets=[sock])

@@ -142,6 +142,9 @@ class Settings(_Section):
                                         "./rules).")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="Service processes sharing the port (one core "
+                         "each); above 1, used token ids are shared through auth.replay_db (default: a file "
+                         "beside feedback_db).")
     feedback_db: Path = Path("mascds-feedback.sqlite3")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
