@@ -1,15 +1,20 @@
 """Benchmark: latency of the CDS Hooks service (``mascds serve``) for patient-view at 1, 10 and 50 concurrent clients.
 
-    python benchmarks/service_bench.py [--requests 400] [--concurrency 1,10,50] [--size typical] [--json out.json]
+    python benchmarks/service_bench.py [--requests 400] [--concurrency 1,10,50] [--size typical] [--workers 1,2]
+                                       [--json out.json]
+    python benchmarks/service_bench.py --client wrk [--seconds 10]   # load from wrk (C) instead of Python
     python benchmarks/service_bench.py --profile        # where one call's time goes, in-process (cProfile)
     python benchmarks/service_bench.py --stages         # the same, as medians per stage, without a profiler
 
-A real server is started (``python -m engine.cli serve`` on 127.0.0.1, a free port, authentication on: every
-request carries its own ES384-signed JWT). Each request is a different patient with its own values, so nothing a
-cache could reuse; the JWTs and request bodies are made before the clock starts. Each client sends its requests
-one after another; latency is measured per request, from sending to the last byte of the answer, after a warm-up.
-The server and the load generator share the machine's cores, as they would on a developer's machine; the figures
-are for this machine only.
+A real server is started for each ``--workers`` count (``python -m engine.cli serve`` on 127.0.0.1, a free port,
+authentication on: every request carries its own ES384-signed JWT). Each request is a different patient with its
+own values, so nothing a cache could reuse; the JWTs and request bodies are made before the clock starts. Each
+client sends its requests one after another (a closed loop: at 50 clients, 50 calls are always in flight);
+latency is measured per request, from sending to the last byte of the answer, after a warm-up. The server and the
+load generator share the machine's cores; the figures are for this machine only. The load generator is this
+Python process (httpx), or with ``--client wrk`` the C load generator wrk (Debian package ``wrk``), which takes
+far less CPU from the server: each of its connections is a client, run for ``--seconds``, with
+``benchmarks/service_bench.lua`` sending each prepared request once.
 
 Records: ``small`` is a patient with sJIA and one set of MAS laboratory values (8 resources); ``typical`` is three
 days of MAS work-up in an sJIA patient on glucocorticoids with a tocilizumab allergy (about 60 resources).
@@ -21,11 +26,14 @@ import argparse
 import asyncio
 import cProfile
 import json
+import math
 import os
 import platform
 import pstats
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,6 +123,47 @@ async def run_level(url: str, work: list[tuple[bytes, dict[str, str]]], clients:
         return latencies, time.perf_counter() - started
 
 
+def run_wrk(url: str, work: list[tuple[bytes, dict[str, str]]], clients: int, seconds: float,
+            workdir: Path) -> dict[str, float]:
+    """The same closed loop from wrk: ``clients`` connections for ``seconds``, each request sent once."""
+    requests = workdir / "wrk-requests.txt"
+    with requests.open("wb") as f:
+        for body, headers in work:
+            f.write(headers["Authorization"].encode() + b"\t" + body + b"\n")
+    threads = min(2, clients)
+    env = {**os.environ, "MASCDS_BENCH_REQUESTS": str(requests), "MASCDS_BENCH_PATH": PATH,
+           "MASCDS_BENCH_THREADS": str(threads)}
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s",
+                          "-s", str(ROOT / "benchmarks" / "service_bench.lua"), url],
+                         capture_output=True, text=True, env=env, check=False)
+    m = re.search(r"MASCDS (.*)", out.stdout)
+    if out.returncode != 0 or m is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr[-500:]}{out.stdout[-500:]}")
+    got = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    if got["non2xx"] or got["errors"]:
+        raise RuntimeError(f"{got['non2xx']:.0f} answers were not 200 and {got['errors']:.0f} requests failed "
+                           f"out of {got['requests']:.0f} (if replayed tokens: more --requests)")
+    if got["requests"] > len(work):
+        raise RuntimeError(f"wrk sent {got['requests']:.0f} requests, more than the {len(work)} prepared")
+    return {"requests": got["requests"], "median_ms": got["median_us"] / 1e3, "p90_ms": got["p90_us"] / 1e3,
+            "p99_ms": got["p99_us"] / 1e3, "max_ms": got["max_us"] / 1e3,
+            "per_second": got["requests"] / got["seconds"]}
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds used so far by the server process and its workers (Linux /proc; NaN elsewhere)."""
+    try:
+        total, todo = 0.0, [pid]
+        while todo:
+            p = todo.pop()
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            todo.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
+        return total
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
 def stats(latencies: list[float], wall: float) -> dict[str, float]:
     s = sorted(latencies)
     q = statistics.quantiles(s, n=100, method="inclusive")
@@ -200,10 +249,15 @@ def stages(size: str, n: int, warmup: int = 30) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=400, help="measured requests per concurrency level")
+    ap.add_argument("--requests", type=int, default=None,
+                    help="requests prepared per concurrency level (default 400; with --client wrk 5000, of which "
+                         "wrk sends what it can in --seconds)")
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--concurrency", default="1,10,50")
     ap.add_argument("--size", choices=("small", "typical"), default="typical")
+    ap.add_argument("--client", choices=("httpx", "wrk"), default="httpx", help="the load generator")
+    ap.add_argument("--seconds", type=float, default=10, help="with --client wrk: the length of each run")
+    ap.add_argument("--workers", default="1", help="service processes (workers setting), e.g. 1,2 to compare")
     ap.add_argument("--shared-replay", action="store_true",
                     help="record used token ids in a SQLite file (auth.replay_db) instead of in memory")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -216,40 +270,65 @@ def main() -> int:
     if args.stages:
         stages(args.size, args.requests)
         return 0
+    if args.requests is None:
+        args.requests = 5000 if args.client == "wrk" else 400
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        print("--client wrk needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+        return 1
     levels = [int(x) for x in args.concurrency.split(",")]
+    worker_counts = [int(x) for x in args.workers.split(",")]
     key = ec.generate_private_key(ec.SECP384R1())
     jwk = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(key.public_key())) | {"kid": "bench", "alg": "ES384"}
     workdir = Path(tempfile.mkdtemp(prefix="mascds-bench-"))
     (workdir / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    config = {"base_url": BASE_URL, "knowledge_base": str(ROOT / "rules"), "feedback_db": str(workdir / "f.db"),
-              "log_level": "warning", "reload": {"watch": False},
-              "auth": {"issuers": [{"iss": ISSUER, "jwks_file": str(workdir / "jwks.json")}],
-                       "max_token_lifetime_seconds": 900,
-                       **({"replay_db": str(workdir / "replay.sqlite3")} if args.shared_replay else {})}}
-    print(f"preparing {args.warmup + args.requests} x {len(levels)} requests ({args.size} records) ...",
-          file=sys.stderr)
-    work = {c: prepare(args.warmup + args.requests, args.size, key) for c in levels}
-    size = statistics.mean(len(b) for b, _ in work[levels[0]])
-    server = ServiceProcess(workdir / "server", config)
+    print(f"preparing {args.warmup + args.requests} x {len(levels) * len(worker_counts)} requests ({args.size} "
+          "records) ...", file=sys.stderr)
     results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                               "python": platform.python_version(), "size": args.size,
-                               "mean_request_bytes": round(size), "levels": {}}
+                               "python": platform.python_version(), "size": args.size, "client": args.client,
+                               "runs": []}
     try:
-        for clients in levels:
-            batch = work[clients]
-            asyncio.run(run_level(server.url, batch[:args.warmup], clients))
-            latencies, wall = asyncio.run(run_level(server.url, batch[args.warmup:], clients))
-            results["levels"][str(clients)] = stats(latencies, wall)
+        for workers in worker_counts:
+            config = {"base_url": BASE_URL, "knowledge_base": str(ROOT / "rules"), "workers": workers,
+                      "feedback_db": str(workdir / f"f{workers}.db"), "log_level": "warning",
+                      "reload": {"watch": False},
+                      "auth": {"issuers": [{"iss": ISSUER, "jwks_file": str(workdir / "jwks.json")}],
+                               "max_token_lifetime_seconds": 900,
+                               **({"replay_db": str(workdir / f"replay{workers}.sqlite3")}
+                                  if args.shared_replay else {})}}
+            work = {c: prepare(args.warmup + args.requests, args.size, key) for c in levels}
+            results["mean_request_bytes"] = round(statistics.mean(len(b) for b, _ in work[levels[0]]))
+            run: dict[str, Any] = {"workers": workers, "levels": {}}
+            server = ServiceProcess(workdir / f"server{workers}", config)
+            try:
+                for clients in levels:
+                    batch = work[clients]
+                    asyncio.run(run_level(server.url, batch[:args.warmup], clients))
+                    cpu = server_cpu(server.proc.pid)
+                    if args.client == "wrk":
+                        run["levels"][str(clients)] = run_wrk(server.url, batch[args.warmup:], clients,
+                                                              args.seconds, workdir)
+                    else:
+                        latencies, wall = asyncio.run(run_level(server.url, batch[args.warmup:], clients))
+                        run["levels"][str(clients)] = stats(latencies, wall)
+                    level = run["levels"][str(clients)]
+                    level["server_cpu_ms"] = (server_cpu(server.proc.pid) - cpu) / level["requests"] * 1e3
+            finally:
+                server.stop()
+            results["runs"].append(run)
     finally:
-        server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    replay = "shared SQLite" if args.shared_replay else "in memory"
-    print(f"patient-view, {args.size} records (~{size / 1024:.0f} KiB each), {results['machine']}, "
-          f"Python {results['python']}, JWT auth on, used token ids {replay}")
-    print(f"{'clients':>8} {'requests':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>7}")
-    for clients, s in results["levels"].items():
-        print(f"{clients:>8} {s['requests']:>9} {s['median_ms']:>10.1f} {s['p90_ms']:>8.1f} {s['p99_ms']:>8.1f} "
-              f"{s['max_ms']:>8.1f} {s['per_second']:>7.0f}")
+    # one worker keeps used token ids in memory; several share a SQLite file (auth.replay_db or its default)
+    replay = "shared SQLite" if args.shared_replay else "in memory with 1 worker, shared SQLite with more"
+    print(f"patient-view, {args.size} records (~{results['mean_request_bytes'] / 1024:.0f} KiB each), "
+          f"{results['machine']}, Python {results['python']}, JWT auth on, used token ids {replay}, "
+          f"load from {args.client}")
+    print(f"{'workers':>8} {'clients':>8} {'requests':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'req/s':>7} {'server CPU ms/call':>19}")
+    for run in results["runs"]:
+        for clients, st in run["levels"].items():
+            print(f"{run['workers']:>8} {clients:>8} {st['requests']:>9} {st['median_ms']:>10.1f} "
+                  f"{st['p90_ms']:>8.1f} {st['p99_ms']:>8.1f} {st['max_ms']:>8.1f} {st['per_second']:>7.0f} "
+                  f"{st['server_cpu_ms']:>19.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
