@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -140,3 +141,17 @@ def test_development_mode_serves_without_tokens_and_says_so_loudly(dev_service: 
         assert checked(client.get("/healthz"))["auth"] == "disabled"
     log = dev_service.log()
     assert "WARNING" in log and "AUTHENTICATION IS OFF (--dev-no-auth)" in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_requested_stop_ends_normally(tmp_path: Path, sig: int) -> None:
+    """SIGTERM (a service manager) or SIGINT (Ctrl-C): graceful shutdown, exit 0, no traceback."""
+    config = {"base_url": "http://127.0.0.1", "feedback_db": str(tmp_path / "f.sqlite3"),
+              "knowledge_base": str(ROOT / "rules"), "reload": {"watch": False}}
+    proc = ServiceProcess(tmp_path, config, args=("--dev-no-auth",))
+    try:
+        proc.proc.send_signal(sig)
+        assert proc.proc.wait(timeout=30) == 0
+        assert "Shutting down" in proc.log() and "Traceback" not in proc.log()
+    finally:
+        proc.stop()

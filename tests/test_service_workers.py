@@ -147,6 +147,20 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(served: tuple[Serv
     assert "Traceback" not in proc.log()
 
 
+def test_ctrl_c_stops_the_supervisor_and_its_workers_cleanly(ehr: FakeEhr, tmp_path: Path) -> None:
+    proc = ServiceProcess(tmp_path, service_config(ehr, tmp_path, workers=2, log_level="info"))
+    try:
+        workers = worker_pids(proc)
+        assert len(workers) == 2
+        for pid in [proc.proc.pid, *workers]:  # what a terminal's Ctrl-C does: SIGINT to the whole group
+            os.kill(pid, signal.SIGINT)
+        assert proc.proc.wait(timeout=40) == 0
+        log = proc.log()
+        assert log.count("Finished server process") == 2 and "Traceback" not in log, log[-3000:]
+    finally:
+        proc.stop()
+
+
 def test_a_worker_that_cannot_start_stops_the_service_with_its_located_error(ehr: FakeEhr, tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules)

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..service.app import create_app
-    from ..service.workers import bind_socket, supervise, worker_settings
+    from ..service.workers import bind_socket, run_server, supervise, worker_settings
 
     # with several workers, --check tries the settings they would run with (the shared replay store included)
     serving = worker_settings(settings, args.dev_no_auth) if settings.workers > 1 else settings
@@ -104,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"mascds serve: listening on http://{shown}:{port}", file=sys.stderr, flush=True)  # at any level
     config = uvicorn.Config(app, log_config=None, log_level=settings.log_level, access_log=False,
                             server_header=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    run_server(uvicorn.Server(config), sock)
     return EXIT_OK

@@ -60,6 +60,22 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False, listen: bool 
     return sock
 
 
+def run_server(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Serve on ``sock`` until SIGTERM or SIGINT, then return. uvicorn shuts down gracefully on either and then
+    raises the signal again, which would end the process by the signal (exit 143) or a KeyboardInterrupt
+    traceback: the handlers it restores and re-raises to are these, which do nothing, so a requested stop ends
+    normally (exit 0)."""
+    def stopped(signum: int, frame: FrameType | None) -> None:
+        pass
+
+    previous = {s: signal.signal(s, stopped) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def worker_settings(settings: Settings, dev_no_auth: bool) -> Settings:
     """The settings every worker runs with; :class:`UsageError` when they cannot be shared by several."""
     if not hasattr(socket, "SO_REUSEPORT"):
@@ -103,7 +119,7 @@ def _worker_main(index: int, settings: Settings, dev_no_auth: bool, host: str, p
         sock = bind_socket(host, port, reuse_port=True)
         config = uvicorn.Config(app, log_config=None, log_level=settings.log_level, access_log=False,
                                 server_header=False, lifespan="on")
-        _Server(config, ready).run(sockets=[sock])
+        run_server(_Server(config, ready), sock)
         return 0
 
     sys.exit(guarded(serve))
@@ -247,4 +263,4 @@ def supervise(settings: Settings, *, dev_no_auth: bool) -> int:
         reservation.close()
 
 
-__all__ = ["bind_socket", "supervise", "worker_settings"]
+__all__ = ["bind_socket", "run_server", "supervise", "worker_settings"]
