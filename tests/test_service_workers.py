@@ -147,11 +147,16 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(served: tuple[Serv
     assert "Traceback" not in proc.log()
 
 
-def test_ctrl_c_stops_the_supervisor_and_its_workers_cleanly(ehr: FakeEhr, tmp_path: Path) -> None:
+def test_a_second_service_cannot_share_the_port_and_ctrl_c_stops_cleanly(ehr: FakeEhr, tmp_path: Path) -> None:
     proc = ServiceProcess(tmp_path, service_config(ehr, tmp_path, workers=2, log_level="info"))
     try:
         workers = worker_pids(proc)
         assert len(workers) == 2
+        # a second service on the same port is refused, not let in to take a share of the calls
+        port = proc.url.rsplit(":", 1)[1]
+        second = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--config", str(proc.config_path),
+                                 "--port", port], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+        assert second.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in second.stderr, second.stderr
         for pid in [proc.proc.pid, *workers]:  # what a terminal's Ctrl-C does: SIGINT to the whole group
             os.kill(pid, signal.SIGINT)
         assert proc.proc.wait(timeout=40) == 0

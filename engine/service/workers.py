@@ -253,8 +253,12 @@ class Supervisor:
 def supervise(settings: Settings, *, dev_no_auth: bool) -> int:
     """Serve with ``settings.workers`` processes until SIGTERM or SIGINT; the exit code."""
     shared = worker_settings(settings, dev_no_auth)
-    reservation = bind_socket(shared.host, shared.port, reuse_port=True, listen=False)
-    host, port = reservation.getsockname()[:2]
+    # Any process of this user could join a SO_REUSEPORT port and take a share of the calls - a second mascds
+    # started by mistake, say. A plain bind first fails if anything holds the port, so this service is alone.
+    probe = bind_socket(shared.host, shared.port, listen=False)
+    host, port = probe.getsockname()[:2]
+    probe.close()
+    reservation = bind_socket(host, port, reuse_port=True, listen=False)
     if shared.auth.replay_db is not None and settings.auth.replay_db is None:
         log.info("workers share the record of used token ids in %s", shared.auth.replay_db)
     try:
