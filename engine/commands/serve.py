@@ -82,27 +82,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.dev_no_auth and not settings.auth.issuers:
         raise UsageError("no trusted issuers configured (auth.issuers): every call must carry a JWT from one; "
                          "for local development only, use --dev-no-auth")
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..service.app import create_app
-    from ..service.workers import bind_socket, run_server, supervise, worker_settings
+    from ..service.workers import LOG_FORMAT, announce, bind_socket, run_server, supervise, worker_settings
 
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format=LOG_FORMAT)
     # with several workers, --check tries the settings they would run with (the shared replay store included)
     serving = worker_settings(settings, args.dev_no_auth) if settings.workers > 1 else settings
     if settings.workers > 1 and not args.check:
-        return supervise(settings, dev_no_auth=args.dev_no_auth)
+        return supervise(serving, dev_no_auth=args.dev_no_auth)
     app = create_app(serving, dev_no_auth=args.dev_no_auth)
     if args.check:
         print(f"ok: configuration and knowledge base load ({settings.knowledge_base or 'default rules'})",
               file=sys.stderr)
         return EXIT_OK
-    import uvicorn
-
     sock = bind_socket(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"mascds serve: listening on http://{shown}:{port}", file=sys.stderr, flush=True)  # at any level
-    config = uvicorn.Config(app, log_config=None, log_level=settings.log_level, access_log=False,
-                            server_header=False, lifespan="on")
-    run_server(uvicorn.Server(config), sock)
+    announce(*sock.getsockname()[:2])
+    run_server(app, settings, sock)
     return EXIT_OK

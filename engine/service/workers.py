@@ -23,14 +23,19 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from ..errors import UsageError
 from .config import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("mascds.service")
 READY_TIMEOUT_SECONDS = 120.0  # imports, knowledge base and warm-up take about a second; a loaded machine more
@@ -60,20 +65,38 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False, listen: bool 
     return sock
 
 
-def run_server(server: uvicorn.Server, sock: socket.socket) -> None:
-    """Serve on ``sock`` until SIGTERM or SIGINT, then return. uvicorn shuts down gracefully on either and then
-    raises the signal again, which would end the process by the signal (exit 143) or a KeyboardInterrupt
-    traceback: the handlers it restores and re-raises to are these, which do nothing, so a requested stop ends
-    normally (exit 0)."""
+@contextlib.contextmanager
+def _handling(handler: Callable[[int, FrameType | None], None], *signals: int) -> Iterator[None]:
+    """``handler`` for ``signals`` within the block; the previous handlers after it."""
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def announce(host: str, port: int, note: str = "") -> None:
+    """The line that says the service accepts connections (printed at any log level; tests and scripts wait
+    for it)."""
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mascds serve: listening on http://{shown}:{port}{note}", file=sys.stderr, flush=True)
+
+
+def run_server(app: FastAPI, settings: Settings, sock: socket.socket,
+               ready: multiprocessing.connection.Connection | None = None) -> None:
+    """Serve ``app`` on ``sock`` until SIGTERM or SIGINT, then return; with ``ready``, tell the supervisor once
+    connections are accepted. uvicorn shuts down gracefully on either signal and then raises it again, which
+    would end the process by the signal (exit 143) or a KeyboardInterrupt traceback: the handlers it restores
+    and re-raises to are these, which do nothing, so a requested stop ends normally (exit 0)."""
     def stopped(signum: int, frame: FrameType | None) -> None:
         pass
 
-    previous = {s: signal.signal(s, stopped) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    config = uvicorn.Config(app, log_config=None, log_level=settings.log_level, access_log=False,
+                            server_header=False, lifespan="on")
+    server = uvicorn.Server(config) if ready is None else _Server(config, ready)
+    with _handling(stopped, signal.SIGINT, signal.SIGTERM):
         server.run(sockets=[sock])
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def worker_settings(settings: Settings, dev_no_auth: bool) -> Settings:
@@ -87,6 +110,7 @@ def worker_settings(settings: Settings, dev_no_auth: bool) -> Settings:
         return settings
     # A token accepted by one worker must be a replay at the others: an in-memory record per process would not do.
     replay = settings.feedback_db.with_name(settings.feedback_db.name + ".used-tokens")
+    log.info("workers share the record of used token ids in %s", replay)
     return settings.model_copy(update={"auth": settings.auth.model_copy(update={"replay_db": replay})})
 
 
@@ -116,10 +140,7 @@ def _worker_main(index: int, settings: Settings, dev_no_auth: bool, host: str, p
         from .app import create_app
 
         app = create_app(settings, dev_no_auth=dev_no_auth)
-        sock = bind_socket(host, port, reuse_port=True)
-        config = uvicorn.Config(app, log_config=None, log_level=settings.log_level, access_log=False,
-                                server_header=False, lifespan="on")
-        run_server(_Server(config, ready), sock)
+        run_server(app, settings, bind_socket(host, port, reuse_port=True), ready)
         return 0
 
     sys.exit(guarded(serve))
@@ -192,8 +213,7 @@ class Supervisor:
             self.stopping = True
 
     def run(self, count: int) -> int:
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
-        try:
+        with _handling(self._on_signal, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             for index in range(count):
                 worker = self.start(index)
                 if not self.wait_ready(worker):
@@ -203,13 +223,8 @@ class Supervisor:
             if self.stopping:
                 self.stop_all()
                 return 0
-            shown = f"[{self.host}]" if ":" in self.host else self.host
-            print(f"mascds serve: listening on http://{shown}:{self.port} ({count} workers)", file=sys.stderr,
-                  flush=True)
+            announce(self.host, self.port, f" ({count} workers)")
             return self._watch()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     def _failed_start(self, worker: _Worker) -> int:
         worker.process.join(1.0)
@@ -251,20 +266,18 @@ class Supervisor:
 
 
 def supervise(settings: Settings, *, dev_no_auth: bool) -> int:
-    """Serve with ``settings.workers`` processes until SIGTERM or SIGINT; the exit code."""
-    shared = worker_settings(settings, dev_no_auth)
+    """Serve with ``settings.workers`` processes until SIGTERM or SIGINT; the exit code. ``settings`` are the
+    workers' (:func:`worker_settings`)."""
     # Any process of this user could join a SO_REUSEPORT port and take a share of the calls - a second mascds
     # started by mistake, say. A plain bind first fails if anything holds the port, so this service is alone.
-    probe = bind_socket(shared.host, shared.port, listen=False)
+    probe = bind_socket(settings.host, settings.port, listen=False)
     host, port = probe.getsockname()[:2]
     probe.close()
     reservation = bind_socket(host, port, reuse_port=True, listen=False)
-    if shared.auth.replay_db is not None and settings.auth.replay_db is None:
-        log.info("workers share the record of used token ids in %s", shared.auth.replay_db)
     try:
-        return Supervisor(shared, dev_no_auth, host, port).run(settings.workers)
+        return Supervisor(settings, dev_no_auth, host, port).run(settings.workers)
     finally:
         reservation.close()
 
 
-__all__ = ["bind_socket", "run_server", "supervise", "worker_settings"]
+__all__ = ["LOG_FORMAT", "announce", "bind_socket", "run_server", "supervise", "worker_settings"]
