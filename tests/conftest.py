@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import engine
+from engine.templates import parse
 
 if TYPE_CHECKING:
     from tests.test_service_harness import FakeEhr, Keys, Tokens
@@ -78,6 +80,16 @@ def rule_text(rule_id: str, when: str, outcome: str = "derive: {fact: x}") -> st
             "sources:\n  - doi: 10.1002/pdi3.32\n    reference: \"Yang X, et al. Pediatr Discov 2023;1(3).\"\n"
             "    reported: \"Used only by a test.\"\n"
             f"when:\n  {when}\n{outcome}\n")
+
+
+def rationale_values(template: str, rendered: str) -> dict[str, str]:
+    """The values a rendered rationale filled into its template's placeholders, by placeholder."""
+    parts = parse(template)
+    pattern = "".join(re.escape(p.literal) + ("(.+?)" if p.alias is not None else "") for p in parts)
+    match = re.fullmatch(pattern, rendered, flags=re.DOTALL)
+    assert match is not None, f"{rendered!r} does not follow its template {template!r}"
+    names = [f"{p.alias}.{p.field}" for p in parts if p.alias is not None]
+    return dict(zip(names, match.groups(), strict=True))
 
 
 # --- the CDS service's counterparts (the harness is imported only by the tests that ask for them) ---------------------

@@ -15,11 +15,10 @@ import yaml
 import engine
 from engine.render import missing_detail, missing_what, render_text
 from engine.rulemodel import text_in
-from engine.templates import parse
 from engine.times import relative_label, relative_label_in
 from engine.vocab import TABLES, vocabulary
 
-from .conftest import CASES, RULES
+from .conftest import CASES, RULES, rationale_values
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 EN_DAY = re.compile(r"\bday (-?\d+) (\d\d:\d\d)")
@@ -72,16 +71,6 @@ def _all_fact_texts(result: engine.Result) -> list[str]:
     return out
 
 
-def _values(template: str, rendered: str) -> dict[str, str]:
-    """The values a rendered rationale filled into its template's placeholders, by placeholder."""
-    parts = parse(template)
-    pattern = "".join(re.escape(p.literal) + ("(.+?)" if p.alias is not None else "") for p in parts)
-    match = re.fullmatch(pattern, rendered, flags=re.DOTALL)
-    assert match is not None, f"{rendered!r} does not follow its template {template!r}"
-    names = [f"{p.alias}.{p.field}" for p in parts if p.alias is not None]
-    return dict(zip(names, match.groups(), strict=True))
-
-
 @cache
 def _zh_by_english(table: str) -> dict[str, str]:
     return {en: zh or en for t, _, en, zh in vocabulary().translations() if t == table}
@@ -107,8 +96,8 @@ def _placeholder_pairs(path: Path, at: str | None) -> list[tuple[str, str, str]]
     for rec in zh.recommendations:
         model = _kb().compiled.models[rec.rule_id]
         assert model.recommend is not None
-        zh_values = _values(text_in(model.recommend.rationale, "zh-CN"), rec.rationale)
-        en_values = _values(text_in(model.recommend.rationale, "en"), en_by_id[rec.rule_id].rationale)
+        zh_values = rationale_values(text_in(model.recommend.rationale, "zh-CN"), rec.rationale)
+        en_values = rationale_values(text_in(model.recommend.rationale, "en"), en_by_id[rec.rule_id].rationale)
         assert zh_values.keys() == en_values.keys()
         out.extend((name, en_values[name], zh_values[name]) for name in zh_values)
     return out

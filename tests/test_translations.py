@@ -14,7 +14,7 @@ import engine
 from engine.rulemodel import LocalText, Rule, text_in
 from engine.templates import parse
 
-from .conftest import CASES, RULES
+from .conftest import CASES, RULES, rationale_values
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -79,17 +79,7 @@ def test_text_has_a_faithful_zh_cn_translation(rule_id: str, path: str) -> None:
         assert len(zh) <= 120
 
 
-def _values(template: str, rendered: str) -> dict[str, str]:
-    """The values a rendered rationale filled into its template's placeholders, by placeholder."""
-    parts = parse(template)
-    pattern = "".join(re.escape(p.literal) + ("(.+?)" if p.alias is not None else "") for p in parts)
-    match = re.fullmatch(pattern, rendered, flags=re.DOTALL)
-    assert match is not None, f"{rendered!r} does not follow its template {template!r}"
-    names = [f"{p.alias}.{p.field}" for p in parts if p.alias is not None]
-    return dict(zip(names, match.groups(), strict=True))
-
-
-def test_wu_case_evaluated_in_zh_cn_shows_the_translations_with_the_patients_values() -> None:
+def test_wu_case_evaluated_in_zh_cn_shows_the_translations_with_the_patientsrationale_values() -> None:
     kb = _kb()
     case = engine.load_case(CASES / "wu-2025-ruxolitinib.yaml")
     en = engine.evaluate(kb, case, "day 16 08:00", lang="en")
@@ -110,8 +100,8 @@ def test_wu_case_evaluated_in_zh_cn_shows_the_translations_with_the_patients_val
             assert action.reported_dose is None or CJK.search(action.reported_dose)
         zh_template = text_in(model.recommend.rationale, "zh-CN")
         en_template = text_in(model.recommend.rationale, "en")
-        values = _values(zh_template, rec.rationale)
-        en_values = _values(en_template, en_by_id[rec.rule_id].rationale)
+        values = rationale_values(zh_template, rec.rationale)
+        en_values = rationale_values(en_template, en_by_id[rec.rule_id].rationale)
         # the same patient values: names and day labels are in Chinese, the numbers are the same
         assert values.keys() == en_values.keys()
         assert [NUMBER.findall(x) for x in values.values()] == [NUMBER.findall(x) for x in en_values.values()]
