@@ -6,7 +6,7 @@ facts with the status they must have. Every single claim is one check, reported 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,18 @@ def case_files(paths: Iterable[str | Path]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def loaded_cases(paths: Iterable[str | Path], problems: list[Diagnostic]) -> Iterator[tuple[Path, Snapshot]]:
+    """Each case file under ``paths`` with its snapshot; a file that cannot be loaded adds its problems to
+    ``problems`` and is skipped."""
+    for path in case_files(paths):
+        try:
+            snap = load_case(path)
+        except LoadError as exc:
+            problems.extend(exc.diagnostics)
+            continue
+        yield path, snap
 
 
 def rule_state(result: Result, rule_id: str) -> str:
@@ -138,12 +150,7 @@ def _unknown_ids(snap: Snapshot, kb: KnowledgeBase) -> list[Diagnostic]:
 
 def run_cases(kb: KnowledgeBase, paths: Iterable[str | Path], backend: BackendName = "durable") -> TestReport:
     report = TestReport()
-    for path in case_files(paths):
-        try:
-            snap = load_case(path)
-        except LoadError as exc:
-            report.problems.extend(exc.diagnostics)
-            continue
+    for path, snap in loaded_cases(paths, report.problems):
         report.cases += 1
         unknown = _unknown_ids(snap, kb)
         if unknown:

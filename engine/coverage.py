@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .casetest import case_files, rule_state
-from .errors import Diagnostic, LoadError
-from .ingest import load_case
+from .casetest import loaded_cases, rule_state
+from .errors import Diagnostic
 from .ir import Leaf, Node, Not
 from .kb import BackendName, KnowledgeBase
 from .result import NodeResult
@@ -124,12 +123,7 @@ def measure_coverage(kb: KnowledgeBase, paths: Iterable[str | Path],
             n.path: ConditionCoverage(n.path, _label(n), n.line if isinstance(n, Leaf) else 0)
             for n in _nodes(cr.root)})
         for cr in compiled.rules})
-    for path in case_files(paths):
-        try:
-            snap = load_case(path)
-        except LoadError as exc:
-            report.problems.extend(exc.diagnostics)
-            continue
+    for _, snap in loaded_cases(paths, report.problems):
         report.cases += 1
         times = sorted({*snap.event_times(), *(e.at for e in snap.expectations)})
         for t in times:
