@@ -6,11 +6,10 @@ local path = os.getenv("MASCDS_BENCH_PATH")
 local lines = {}
 for line in io.lines(os.getenv("MASCDS_BENCH_REQUESTS")) do lines[#lines + 1] = line end
 
-local threads, made = {}, 0
+local made = 0
 function setup(thread)
   thread:set("index", made)
   made = made + 1
-  threads[#threads + 1] = thread
 end
 
 local next_line, step = 0, 1
