@@ -40,6 +40,8 @@ from .snapshot import Snapshot
 from .timeline import Replay, Span
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
     from .fhir import FhirIngest, is_fhir_bundle, load_fhir, snapshot_from_bundle, snapshot_from_resources
     from .fhir_export import case_to_bundle
 
@@ -82,6 +84,7 @@ __all__ = [
     "__version__",
     "case_to_bundle",
     "evaluate",
+    "evaluate_many",
     "explain",
     "is_fhir_bundle",
     "load_case",
@@ -121,3 +124,14 @@ def replay(kb: KnowledgeBase, snapshot: Snapshot, times: Sequence[int] | None = 
     from .timeline import replay as run
 
     return run(kb, snapshot, times, backend=backend, lang=lang, incremental=incremental)
+
+
+def evaluate_many(kb: KnowledgeBase, snapshots: Iterable[Snapshot], at: int | str | datetime | None = None, *,
+                  every_event: bool = False, backend: BackendName = "durable", lang: str = "en",
+                  on_error: Callable[[Snapshot, MascdsError], None] | None = None) -> Iterator[Result]:
+    """Evaluate each snapshot as of ``at`` (default: its own last event), or with ``every_event`` at every event
+    of its timeline, yielding the results in order - the building block of ``mascds batch``. A snapshot that
+    cannot be evaluated raises, or with ``on_error`` is reported to it and skipped."""
+    from .batch import evaluate_many as run
+
+    return run(kb, snapshots, at, every_event=every_event, backend=backend, lang=lang, on_error=on_error)

@@ -20,7 +20,8 @@ from typing import NoReturn
 from .commands._shared import EXIT_EVALUATION, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, print_diagnostics
 
 # The commands, in the order `mascds --help` lists them.
-COMMANDS = ("evaluate", "validate", "lint", "test", "explain", "replay", "schema", "catalogue", "convert", "serve")
+COMMANDS = ("evaluate", "validate", "lint", "test", "explain", "replay", "schema", "catalogue", "convert", "serve",
+            "batch")
 
 EPILOG = """exit codes: 0 done, 1 input problem, 2 test failed, 3 evaluation error, 64 usage error
 
