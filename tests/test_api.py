@@ -15,7 +15,8 @@ from .conftest import CASES, ROOT, RULES
 PUBLIC = {
     "Action", "Assessment", "BackendName", "Citation", "Diagnostic", "EvaluationError", "ExplainNode", "Explanation",
     "FhirIngest", "KnowledgeBase", "LoadError", "MascdsError", "Matched", "Recommendation", "Replay", "Result",
-    "Snapshot", "Span", "Undecided", "UsageError", "__version__", "case_to_bundle", "evaluate", "evaluate_many", "explain",
+    "Snapshot", "Span", "Undecided", "UsageError", "__version__", "case_to_bundle", "evaluate", "evaluate_many",
+    "explain",
     "is_fhir_bundle", "load_case", "load_fhir", "load_knowledge_base", "replay", "snapshot_from_bundle",
     "snapshot_from_dict", "snapshot_from_resources", "validate_knowledge_base",
 }
