@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ RUN_FORMAT = "mascds.batch-run/1"
 SUMMARY_FORMAT = "mascds.batch-summary/1"
 JOURNAL = "results.ndjson"
 SPILL = ".spill"
+FILES_PER_TASK = 16
+BULK_BYTES_PER_TASK = 2 << 20  # of the export, all types: roughly 15 Synthea patients
 EXTRA_HINT = "population runs need the batch extra: pip install 'mascds[batch]' (Dask distributed and pyarrow)"
 
 
@@ -220,6 +224,9 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
             raise BatchError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     n = workers or os.cpu_count() or 1
     # one thread per worker: the GIL and the engine's per-ruleset lock make threads useless for evaluation
+    # Worker processes started while SIGINT is ignored keep ignoring it: Ctrl-C (sent to the whole process group)
+    # then reaches only this process, which cancels the tasks and closes the workers itself.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
     try:
         cluster = LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, scheduler_port=0,
@@ -227,7 +234,14 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
     except RuntimeError as exc:
         raise BatchError(f"the local Dask workers could not start ({exc}); a script that starts a run must guard "
                          "it with `if __name__ == \"__main__\":`") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return Client(cluster), cluster  # type: ignore[no-untyped-call]
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _file_groups(tasks: Sequence[FileTask], partitions: int) -> list[list[FileTask]]:
@@ -268,14 +282,15 @@ def run_batch(kb: KnowledgeBase, inputs: Sequence[str | Path], out: str | Path, 
     try:
         nworkers = max(1, len(own_client.scheduler_info(n_workers=-1).get("workers", {})) if client is not None
                        or scheduler else (workers or os.cpu_count() or 1))
-        nparts = partitions or 4 * nworkers
+        # at least four tasks per worker, and small ones (for the progress shown and what an interruption loses)
+        files_parts = partitions or max(4 * nworkers, -(-len(found.files) // FILES_PER_TASK))
         own_client.register_plugin(_plugin(kb_payload(kb), kb.content_hash))
         from .batch import run_files
         from .bulk import partition_keys, run_partition, split_chunk
 
         todo = [t for t in found.files if t.key not in done]
         total = len(todo)
-        for group in _file_groups(todo, nparts):
+        for group in _file_groups(todo, files_parts):
             futures.append(own_client.submit(run_files, kb.content_hash, group, options, pure=False))
         bulk_stats = SplitStats()
         for n, (label, files) in enumerate(found.exports):
@@ -283,6 +298,8 @@ def run_batch(kb: KnowledgeBase, inputs: Sequence[str | Path], out: str | Path, 
             if where.exists():
                 shutil.rmtree(where)
             chunks = plan_chunks(files)
+            size = sum(os.path.getsize(f) for f in files)
+            nparts = partitions or max(4 * nworkers, -(-size // BULK_BYTES_PER_TASK))
             splits = own_client.map(split_chunk, chunks, partitions=nparts, spill=str(where), pure=False)
             for s in own_client.gather(splits):
                 bulk_stats.add(s)
@@ -470,7 +487,8 @@ def write_chart(path: Path, summary: dict[str, Any]) -> None:
     ax.set_xlabel("evaluations")
     ax.set_title(f"{summary['patients']} patients, {summary['evaluations']} evaluations - "
                  f"{summary['kb_name']} {summary['kb_version']}", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    if statuses:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
