@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -82,7 +83,7 @@ def main() -> None:
     payload = kb_payload(kb)
     h = install_kb(payload)
     figures: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
-                               "copies": args.copies}
+                               "copies": args.copies, "cores": os.cpu_count(), "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         for k in range(args.copies):
@@ -127,8 +128,9 @@ def main() -> None:
         figures["dask"] = {}
         for workers in (1, 2):
             t0 = time.perf_counter()
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                              scheduler_port=0, silence_logs=50) as cluster, Client(cluster) as client:
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                              dashboard_address=":0", scheduler_port=0, silence_logs=50) as cluster, \
+                    Client(cluster) as client:
                 start = time.perf_counter() - t0
                 warm = t / f"warm-{workers}"
                 warm.mkdir()
@@ -142,6 +144,7 @@ def main() -> None:
             assert outcome.patients == n, outcome.patients
             figures["dask"][workers] = {"patients_per_s": n / wall, "seconds": wall, "cluster_start_s": start,
                                         "worker_rss_mib": memory}
+    figures["load_after"] = os.getloadavg()[0]
     show(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
@@ -150,7 +153,8 @@ def main() -> None:
 def show(f: dict[str, Any]) -> None:
     ip = f["in_process_ms_per_patient"]
     print(f"{f['patients']} patients ({f['copies']} copies of the Synthea bundles), export {f['export_mib']} MiB; "
-          f"Python {f['python']} {f['machine']}")
+          f"Python {f['python']} {f['machine']}; {f['cores']} cores, load average {f['load_before']:.1f} before, "
+          f"{f['load_after']:.1f} after (other processes share the cores: scaling needs an idle machine)")
     print(f"in process: evaluate {ip['evaluate']:.2f} ms/patient; read + evaluate {ip['read_and_evaluate']:.2f} "
           f"ms; the worker's task in process {ip['worker_task']:.2f} ms")
     for kind in ("processes", "dask"):

@@ -215,9 +215,19 @@ class Inputs:
     exports: tuple[tuple[str, tuple[str, ...]], ...]  # (label, NDJSON files) for each Bulk Data export
 
 
-def collect_inputs(paths: Sequence[str | Path]) -> Inputs:
+def collect_inputs(paths: Sequence[str | Path], exclude: Path | None = None) -> Inputs:
     """Sort the command line's inputs: folders of case files and bundles, single files, and Bulk Data exports (a
-    folder holding ``*.ndjson`` files, or NDJSON files named directly, which together form one export)."""
+    folder holding ``*.ndjson`` files, or NDJSON files named directly, which together form one export). Hidden
+    folders and ``exclude`` (the output folder) are not searched."""
+    skip = exclude.resolve() if exclude is not None else None
+
+    def wanted(f: Path, top: Path) -> bool:
+        if not f.is_file() or f.suffix not in CASE_SUFFIXES + BUNDLE_SUFFIXES:
+            return False
+        if any(part.startswith(".") for part in f.relative_to(top).parts):
+            return False
+        return skip is None or not f.resolve().is_relative_to(skip)
+
     files: list[FileTask] = []
     exports: list[tuple[str, tuple[str, ...]]] = []
     loose: list[str] = []
@@ -236,7 +246,7 @@ def collect_inputs(paths: Sequence[str | Path]) -> Inputs:
             if ndjson:
                 exports.append((str(p), tuple(ndjson)))
                 continue
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in CASE_SUFFIXES + BUNDLE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if wanted(f, p))
             if not found:
                 raise UsageError(f"{p}: no case files (*.yaml), FHIR bundles (*.json) or Bulk Data files (*.ndjson) "
                                  "in this folder")

@@ -229,8 +229,8 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
     try:
         cluster = LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, scheduler_port=0,
-            silence_logs=logging.CRITICAL)
+            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
+            scheduler_port=0, silence_logs=logging.CRITICAL)
     except RuntimeError as exc:
         raise BatchError(f"the local Dask workers could not start ({exc}); a script that starts a run must guard "
                          "it with `if __name__ == \"__main__\":`") from None
@@ -265,7 +265,7 @@ def run_batch(kb: KnowledgeBase, inputs: Sequence[str | Path], out: str | Path, 
     options = options or Options()
     out = Path(out)
     started = time.monotonic()
-    found = collect_inputs(inputs)
+    found = collect_inputs(inputs, exclude=out)
     own_client, cluster = (client, None) if client is not None else _client(workers, scheduler)
     try:
         done = _prepare_out(out, _run_record(kb, [str(p) for p in inputs], options), resume)

@@ -44,7 +44,7 @@ def kb() -> engine.KnowledgeBase:
 def cluster() -> Iterator[Any]:
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
                       scheduler_port=0, silence_logs=50) as c:
         yield c
 
@@ -283,6 +283,11 @@ def test_cli_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["batch", str(cases), "--out", str(out), "--workers", "1", "--no-progress"]) == 1
     assert "--resume" in capsys.readouterr().err
     assert main(["batch", str(cases), "--out", str(out), "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"]) == 64
+    # the output folder inside the input folder is not read as input on the next run
+    inside = cases / "results"
+    assert main(["batch", str(cases), "--out", str(inside), "--workers", "1", "--no-progress"]) == 0
+    assert main(["batch", str(cases), "--out", str(inside), "--workers", "1", "--no-progress", "--resume"]) == 0
+    assert "3 patients, 3 evaluations" in capsys.readouterr().out
     assert main(["batch", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2"), "--workers", "1"]) == 1
     assert "no such file or folder" in capsys.readouterr().err
 
