@@ -18,6 +18,8 @@ The public API::
     for rule_id, spans in timeline.spans().items():
         print(rule_id, [(s.state, s.start, s.end) for s in spans])
 
+Many patients: :func:`evaluate_many` yields the results of many snapshots (``mascds batch`` runs it on Dask
+workers; docs/population.md).
 Snapshots can also be built from dicts shaped like case files with :func:`snapshot_from_dict`, and from FHIR
 R4 (:func:`load_fhir`, :func:`snapshot_from_bundle`, :func:`snapshot_from_resources`; docs/fhir.md);
 :func:`case_to_bundle` writes a snapshot as a FHIR R4 Bundle.

@@ -24,6 +24,7 @@ from .snapshot import Snapshot
 
 ROW_FORMAT = "mascds.batch-row/1"
 NOT_EVALUATED = "not_evaluated"
+INTERNAL_ERROR = "internal_error"
 
 
 class BatchError(MascdsError):
@@ -150,7 +151,19 @@ def error_row(kb: KnowledgeBase, key: str, source: str, patient: str | None, exc
 
 def patient_rows(kb: KnowledgeBase, key: str, source: str, load: Callable[[], Snapshot],
                  options: Options) -> list[dict[str, Any]]:
-    """Every row of one patient: read it with ``load``, evaluate it, and never raise for its own bad data."""
+    """Every row of one patient: read it with ``load``, evaluate it, and never raise for its own bad data. An
+    unexpected failure (a defect, not the patient's data) is a row too, with status ``internal_error``, so that
+    one record cannot stop a population run; the run's exit code then says so."""
+    try:
+        return _patient_rows(kb, key, source, load, options)
+    except Exception as exc:
+        row = error_row(kb, key, source, None, MascdsError(f"internal error: {type(exc).__name__}: {exc}"))
+        row["status"] = INTERNAL_ERROR
+        return [row]
+
+
+def _patient_rows(kb: KnowledgeBase, key: str, source: str, load: Callable[[], Snapshot],
+                  options: Options) -> list[dict[str, Any]]:
     kinds = rule_kinds(kb)
     try:
         snap = load()

@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batch import NOT_EVALUATED, BatchError, FileTask, Options, collect_inputs, install_kb, kb_payload, rule_kinds
+from .batch import (
+    INTERNAL_ERROR,
+    NOT_EVALUATED,
+    BatchError,
+    FileTask,
+    Options,
+    collect_inputs,
+    install_kb,
+    kb_payload,
+    rule_kinds,
+)
 from .bulk import SplitStats, plan_chunks
 from .errors import UsageError
 from .kb import KnowledgeBase
@@ -203,9 +213,11 @@ class BatchOutcome:
 
     @property
     def exit_status(self) -> str:
-        """"interrupted", "rule_errors", "input_errors" or "ok" - the exit code's reason."""
+        """"interrupted", "internal_errors", "rule_errors", "input_errors" or "ok" - the exit code's reason."""
         if self.interrupted:
             return "interrupted"
+        if self.summary.get("patients_with_internal_errors"):
+            return "internal_errors"
         if self.summary.get("patients_with_rule_errors"):
             return "rule_errors"
         if self.summary.get("patients_with_input_errors") or self.bulk.get("unreadable") or self.bulk.get(
@@ -396,11 +408,15 @@ def summarise(kb: KnowledgeBase, out: Path, bulk: dict[str, Any] | None = None) 
     patients: set[str] = set()
     input_errors: dict[str, str] = {}
     not_evaluated: set[str] = set()
+    internal: dict[str, str] = {}
     rule_errors: dict[str, str] = {}
     evaluations = 0
     for row in journal_rows(out):
         key = row["key"]
         patients.add(key)
+        if row["status"] == INTERNAL_ERROR:
+            internal[key] = row["load_error"]
+            continue
         if row["status"] == NOT_EVALUATED:
             not_evaluated.add(key)
             input_errors.setdefault(key, row["load_error"])
@@ -424,6 +440,7 @@ def summarise(kb: KnowledgeBase, out: Path, bulk: dict[str, Any] | None = None) 
                         "patients_fired_or_met": len(ever[rid])} for rid, kind in kinds},
         "input_errors": dict(sorted(input_errors.items())[:200]),
         "rule_errors": dict(sorted(rule_errors.items())[:200]),
+        "patients_with_internal_errors": len(internal), "internal_errors": dict(sorted(internal.items())[:200]),
         "bulk": bulk or {},
     }
 
@@ -444,6 +461,9 @@ def render_summary(summary: dict[str, Any]) -> str:
     if summary["rule_errors"]:
         lines += ["", "patients with rules that could not be evaluated:"]
         lines += [f"  {k}: {v}" for k, v in summary["rule_errors"].items()]
+    if summary.get("internal_errors"):
+        lines += ["", "patients not evaluated because of an internal error (please report it):"]
+        lines += [f"  {k}: {v}" for k, v in summary["internal_errors"].items()]
     bulk = summary.get("bulk") or {}
     if bulk:
         skipped = sum(bulk["skipped_types"].values())

@@ -301,3 +301,18 @@ def test_cli_batch_without_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyP
     err = capsys.readouterr().err
     assert "mascds[batch]" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_defect_on_one_patient_is_a_row_and_exit_70(kb: engine.KnowledgeBase, tmp_path: Path) -> None:
+    from engine.batch import patient_rows
+    from engine.batch_run import BatchOutcome, summarise
+
+    def boom() -> engine.Snapshot:
+        raise RuntimeError("boom")
+
+    [row] = patient_rows(kb, "k", "s", boom, Options())
+    assert row["status"] == "internal_error" and row["load_error"] == "internal error: RuntimeError: boom"
+    (tmp_path / "results.ndjson").write_text(json.dumps(row) + "\n")
+    summary = summarise(kb, tmp_path)
+    assert summary["patients_with_internal_errors"] == 1 and summary["internal_errors"] == {"k": row["load_error"]}
+    assert BatchOutcome(tmp_path, summary=summary).exit_status == "internal_errors"

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._shared import EXIT_EVALUATION, EXIT_INPUT, EXIT_OK, EXIT_USAGE, add_backend, add_lang, add_rules, load_kb
+from ._shared import (
+    EXIT_EVALUATION,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_backend,
+    add_lang,
+    add_rules,
+    load_kb,
+)
 
 NAME = "batch"
 HELP = "evaluate many patients (case folders, FHIR bundles, Bulk Data NDJSON) on Dask"
@@ -15,7 +25,8 @@ DESCRIPTION = (
     "worker processes on this machine or on a Dask cluster. Writes a per-patient table (results.parquet, "
     "results.ndjson) and a summary (summary.txt, summary.json, summary.png) to --out. A patient whose data are "
     "bad is a row with its errors. Exit codes: 0 done, 1 some patient had input errors, 3 some rule could not be "
-    "evaluated, 64 usage, 70 internal, 130 interrupted (rerun with --resume)."
+    "evaluated, 64 usage, 70 internal error (for the whole run, or a patient), 130 interrupted (rerun with "
+    "--resume)."
 )
 EXAMPLES = [
     "mascds batch cases --out results/",
@@ -72,4 +83,5 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(render_summary(outcome.summary))
     print(f"results: {args.out}/results.parquet, results.ndjson; summary.txt, summary.json, summary.png "
           f"({outcome.patients} patients now, {outcome.resumed} from before, {outcome.seconds:.1f} s)")
-    return {"rule_errors": EXIT_EVALUATION, "input_errors": EXIT_INPUT}.get(outcome.exit_status, EXIT_OK)
+    return {"internal_errors": EXIT_INTERNAL, "rule_errors": EXIT_EVALUATION,
+            "input_errors": EXIT_INPUT}.get(outcome.exit_status, EXIT_OK)
