@@ -32,7 +32,7 @@ EXAMPLES = [
     "mascds batch cases --out results/",
     "mascds batch export/ --out results/ --at 2024-06-01T00:00:00Z --workers 2",
     "mascds batch export/ --out results/ --resume          # after Ctrl-C: skips the patients already written",
-    "mascds batch /shared/export --out /shared/results --scheduler tcp://10.0.0.5:8786",
+    "mascds batch /shared/export --out /shared/results --scheduler tcp://scheduler.example.org:8786",
 ]
 EXIT_INTERRUPTED = 130
 
