@@ -396,11 +396,16 @@ class _RuleCompiler:
             if spec.route is not None:
                 identity.append(FieldTest("r", "eq", spec.route))
                 subject = f"{v.routes[spec.route].name} {subject}"
-            if spec.regimen is not None:
-                identity.append(FieldTest("rg", "eq", spec.regimen))
-                subject += f" ({v.regimens[spec.regimen].name})"
             dose_tests: list[FieldTest] = []
             undecidable: tuple[str, ...] = ()
+            if spec.regimen == "pulse":
+                # a pulse is also recognised from the dose, and is undecided when the dose cannot tell (regimen.py)
+                dose_tests.append(FieldTest("rg", "eq", spec.regimen))
+                undecidable = ("rg",)
+                subject += f" ({v.regimens[spec.regimen].name})"
+            elif spec.regimen is not None:
+                identity.append(FieldTest("rg", "eq", spec.regimen))
+                subject += f" ({v.regimens[spec.regimen].name})"
             value_text = ""
             if spec.dose is not None:
                 du = parse_dose(1, spec.dose.unit)
@@ -411,7 +416,7 @@ class _RuleCompiler:
                     dose_tests.append(FieldTest(field, op, base))
                 value_text = "dose " + " and ".join(
                     f"{OP_TEXT[op]} {value:g} {spec.dose.unit}" for op, value in spec.dose.comparisons())
-                undecidable = (field,)
+                undecidable = (*undecidable, field)
             sel = self._med_selector(spec)
             subject += " course" if level == "course" else ""
             return _LeafParts(COURSE if level == "course" else ADMIN, "closed", identity, dose_tests, sel, undecidable,
@@ -654,6 +659,9 @@ class _RuleCompiler:
                                       "the age condition", path))
             elif field == "v":
                 values.append(Missing(parts.subject, "its value was not computed", path))
+            elif field == "rg":
+                values.append(Missing("glucocorticoid dose or body weight", "the daily dose (with the body weight "
+                                      "when it is per kg) decides whether a course is a pulse", path))
             elif field == "sev":
                 values.append(Missing("reaction severity", f"the severity of the {parts.subject} is not recorded",
                                       path))

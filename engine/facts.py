@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from .ir import ADMIN, CLOCK, COURSE, DIAGNOSIS, FINDING, OBS, ONGOING, ORDER, PATIENT, REACTION, SUPPORT
+from .regimen import course_regimen
 from .snapshot import Course, Entry, Snapshot
 from .units import dose_in
 from .vocab import vocabulary
@@ -99,7 +100,7 @@ class _Record:
         self.snap = snap
         self.weights = snap.weights()
         self.dose_cache: dict[tuple[int, float | None], FactData] = {}
-        self.bases = [self._base(c) for c in snap.courses]
+        self.bases = [self._base(c, course_regimen(c, snap.weight_at(c.start))) for c in snap.courses]
 
     def doses(self, ci: int, course: Course, t: int) -> FactData:
         weight = _weight(self.weights, self.snap, t)
@@ -109,12 +110,12 @@ class _Record:
         return found
 
     @staticmethod
-    def _base(c: Course) -> FactData:
+    def _base(c: Course, regimen: str | None) -> FactData:
         base: FactData = {"d": c.drug}
         if c.route is not None:
             base["r"] = c.route
-        if c.regimen is not None:
-            base["rg"] = c.regimen
+        if regimen is not None:  # the label, or decided from the dose; absent when undecidable (regimen.py)
+            base["rg"] = regimen
         return base
 
     def diagnosis(self, i: int, as_of: int) -> Made:
