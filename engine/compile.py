@@ -375,7 +375,8 @@ class _RuleCompiler:
                 for op, value in spec.comparisons())
             del unit
             if spec.trend is not None:
-                sel = Selector("trend", direction=spec.trend)
+                recent = float(parse_duration(spec.within)) if spec.compared_within and spec.within else None
+                sel = Selector("trend", direction=spec.trend, recent=recent)
             elif spec.count is not None:
                 op, n = _count(spec.count)
                 sel = Selector("count", op, n)
@@ -545,6 +546,8 @@ class _RuleCompiler:
             n = sel.n or 1
             suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
             return f"the {n}{suffix}"
+        if sel.mode == "trend" and sel.recent is not None:
+            return f"{sel.direction}: latest, in the last {describe_duration(sel.recent)}, vs the one before"
         if sel.mode == "trend":
             return f"{sel.direction}: latest vs the one before"
         return ""
@@ -553,6 +556,9 @@ class _RuleCompiler:
         spec = site.spec
         parts = self._parts(site)
         active = bool(getattr(spec, "active", None))
+        if isinstance(spec, ObservationSpec) and spec.compared_within is not None:
+            # the window holds the earlier measurement too; the evaluator checks the latest is recent enough
+            spec = spec.model_copy(update={"within": spec.compared_within})
         bounds, window_text = self._window(spec, active) if isinstance(spec, WindowFields) else ([], "")
         join_alias: dict[str, str] = {}
         joins: list[tuple[str, Pattern]] = []
@@ -645,7 +651,10 @@ class _RuleCompiler:
         out: list[Missing] = []
         values: list[Missing] = []
         if parts.fact_kind == OBS:
-            if parts.selector.mode == "trend":
+            if parts.selector.mode == "trend" and parts.selector.recent is not None:
+                out.append(Missing(parts.missing_what, f"a measurement in the last "
+                                   f"{describe_duration(parts.selector.recent)} and one before it{where}", path))
+            elif parts.selector.mode == "trend":
                 out.append(Missing(parts.missing_what, f"at least two measurements{where}", path))
             else:
                 out.append(Missing(parts.missing_what, f"a measurement{where}", path))

@@ -241,6 +241,8 @@ class RuleEvaluator:
                 return result("unknown", candidates, value_missing + (no_data if section_unknown else ())), None
             return result("false", matched, note=f"only {len(matched)}"), None
         if mode == "trend":
+            if sel.recent is not None and float(scope[-1].data["ts"]) < self.now - sel.recent:
+                return result("unknown", scope, lf.missing, "no recent measurement"), None
             if len(scope) < 2:
                 return result("unknown", scope, lf.missing, "fewer than two measurements"), None
             prev, last = scope[-2], scope[-1]
