@@ -80,8 +80,7 @@ class Line:
 
     def to_json(self) -> dict[str, Any]:
         return {"drug": self.drug, "classes": list(self.classes), "status": self.status, "how": self.how,
-                "stop_reason": self.stop_reason, "later_line": self.later, "text": self.text,
-                "refs": list(self.refs)}
+                "stop_reason": self.stop_reason, "later_line": self.later, "text": self.text}
 
 
 def _active_at(snap: Snapshot, t: int, as_of: int) -> str | None:
@@ -103,7 +102,7 @@ def treatment_history(snap: Snapshot, as_of: int, lang: str = "en") -> tuple[Lin
     """Every drug given up to ``as_of``, each as a line with its status, in order of first start."""
     v = vocabulary()
     words = _WORDS.get(lang, _WORDS["en"])
-    given = sorted((c for c in snap.courses if c.start <= as_of), key=lambda c: (c.start, c.ref))
+    given = sorted((c for c in snap.courses if c.start <= as_of), key=lambda c: (c.start, c.drug))
     by_drug: dict[str, list[Course]] = {}
     for c in given:
         by_drug.setdefault(c.drug, []).append(c)

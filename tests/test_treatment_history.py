@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -307,3 +308,44 @@ def test_stop_reason_synonyms_and_errors() -> None:
     with pytest.raises(LoadError) as err:
         engine.snapshot_from_dict(med(stop_reason="inefficacy"))
     assert "has not ended" in str(err.value)
+
+
+# --- stop_reason in FHIR ------------------------------------------------------------------------------------
+
+def _bundle_with_reason(reason: dict[str, Any] | None) -> dict[str, Any]:
+    snap = engine.snapshot_from_dict({
+        "case": {"id": "fhir-stop", "title": "stop"}, "patient": {"age_years": 9},
+        "timeline": {"start": "2024-01-01"},
+        "medications": [{"drug": "anakinra", "route": "sc", "frequency": "q24h", "start": "day 0 08:00",
+                         "end": "day 5 08:00", "stop_reason": "inefficacy"}]})
+    bundle = json.loads(json.dumps(engine.case_to_bundle(snap)))
+    [request] = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "MedicationRequest"]
+    assert request["status"] == "stopped"
+    assert request["statusReason"]["coding"][0]["code"] == "inefficacy"
+    if reason is not None:
+        request["statusReason"] = reason
+    return bundle
+
+
+@pytest.mark.parametrize(("reason", "expected", "warned"), [
+    (None, "inefficacy", False),  # mascds's own code, written by mascds convert, read back exactly
+    ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-status-reason",
+                  "code": "salg", "display": "Allergy"}]}, "adverse-reaction", False),
+    ({"text": "Lack of efficacy"}, "inefficacy", False),
+    ({"text": "family preference"}, "unknown", True),
+])
+def test_stop_reason_is_read_from_fhir_status_reason(reason: dict[str, Any] | None, expected: str,
+                                                      warned: bool) -> None:
+    snap = engine.snapshot_from_bundle(_bundle_with_reason(reason)).snapshot
+    [course] = snap.courses
+    assert course.stop_reason == expected
+    assert any("family preference" in w and "read as unknown" in w for w in snap.warnings) == warned
+
+
+def test_stop_reason_is_written_back_to_a_case_file() -> None:
+    from engine.fhir_export import snapshot_to_case
+
+    snap = engine.snapshot_from_bundle(_bundle_with_reason(None)).snapshot
+    case, _ = snapshot_to_case(snap)
+    assert case["medications"][0]["stop_reason"] == "inefficacy"
+    assert engine.snapshot_from_dict(case).courses[0].stop_reason == "inefficacy"
