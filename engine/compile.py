@@ -321,6 +321,11 @@ class _RuleCompiler:
             bounds.append(("lo", CLOCK, "now", 0.0))
             bounds.append(("hi", CLOCK, "now", 0.0))
             words.append("active now")
+        if getattr(spec, "exposed", None):
+            # running, or the last dose less than one dosing interval ago (facts.py: field xe)
+            bounds.append(("xlo", CLOCK, "now", 0.0))
+            bounds.append(("hi", CLOCK, "now", 0.0))
+            words.append("exposed now (running, or within its dosing interval)")
         if spec.after is not None:
             field = self._edge_field(spec.after, "end")
             bounds.append(("lo", spec.after.fact, field, 0.0))
@@ -579,7 +584,8 @@ class _RuleCompiler:
         starts: list[Bound] = []
         for side, alias, field, offset in bounds:
             ref = FieldRef(ja(alias), field, offset)
-            window_tests.append(FieldTest("te", "gte", ref) if side == "lo" else FieldTest("ts", "lte", ref))
+            window_tests.append(FieldTest("xe", "gte", ref) if side == "xlo" else
+                                FieldTest("te", "gte", ref) if side == "lo" else FieldTest("ts", "lte", ref))
             if side == "lo" and alias != CLOCK:
                 starts.append(Bound(alias, field, offset))
         scope_target = Pattern(parts.fact_kind, (*parts.identity, *window_tests))

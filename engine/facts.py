@@ -83,6 +83,18 @@ def administration_times(course: Course, as_of: int) -> list[int]:
 Key = tuple[int, int, int]
 
 
+def exposure_end(course: Course, as_of: int) -> float:
+    """Until when ``course`` exposes the patient, as known at ``as_of``: ongoing while it runs; once it has ended
+    (``end`` is the last dose), one dosing interval of its recorded frequency after that dose. A single dose
+    ('once') or an infusion ('continuous') has no interval: exposure ends with it. The one definition every rule
+    condition ``exposed: true`` uses."""
+    if course.end is None or course.end > as_of:
+        return ONGOING
+    if course.interval_hours is None:
+        return float(course.end)
+    return float(course.end + round(course.interval_hours * 3600))
+
+
 def _end_of(end: int | None, as_of: int) -> float:
     """An interval's end as known at ``as_of``: ongoing until it has happened."""
     return float(end) if end is not None and end <= as_of else ONGOING
@@ -143,7 +155,7 @@ class _Record:
         if c.start > as_of:
             return None
         data = {"k": COURSE, **self.bases[ci], **self.doses(ci, c, c.start), "ts": float(c.start),
-                "te": _end_of(c.end, as_of)}
+                "te": _end_of(c.end, as_of), "xe": exposure_end(c, as_of)}
         return data, c, {"course": ci}
 
     def admin(self, ci: int, n: int, t: int, as_of: int) -> Made:

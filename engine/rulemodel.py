@@ -391,6 +391,11 @@ class MedicationSpec(WindowFields, DrugFields):
                                   "by the unit given.", examples=[{"gte": 30, "unit": "mg/kg"}])
     active: bool | None = Field(default=None, description="A course that is running at the evaluation time.",
                                 examples=[True])
+    exposed: bool | None = Field(default=None, description="Exposed to the drug at the evaluation time: a course "
+                                 "running, or whose last dose (its end) was given less than one dosing interval "
+                                 "ago, the interval taken from the course's recorded frequency (a single dose "
+                                 "recorded as 'once' has none). The one definition of 'on drug X'.",
+                                 examples=[True])
     courses: Count | None = Field(default=None, description="Number of matching courses.",
                                   examples=[{"gte": 3}])
     doses: Count | None = Field(default=None, description="Number of matching administrations.",
@@ -423,13 +428,19 @@ class MedicationSpec(WindowFields, DrugFields):
             raise _err("E113", f"use only one of {', '.join(chosen)}", "each says how matches are counted")
         if self.active is False:
             raise _err("E103", "'active: false' is not supported", "wrap the condition in 'not:'")
+        if self.exposed is False:
+            raise _err("E103", "'exposed: false' is not supported", "wrap the condition in 'not:'", at="exposed")
+        if self.exposed and self.active:
+            raise _err("E113", "use only one of active, exposed", "exposed already includes a running course",
+                       at="exposed")
         return self
 
     def level(self) -> Literal["course", "admin"]:
         """Courses when the condition is about courses; otherwise administrations (exposures)."""
         if self.doses is not None:
             return "admin"
-        if self.active or self.courses is not None or self.nth_course is not None or self.regimen is not None:
+        if self.active or self.exposed or self.courses is not None or self.nth_course is not None \
+                or self.regimen is not None:
             return "course"
         return "admin"
 
