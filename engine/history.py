@@ -1,20 +1,21 @@
 """Treatment history: the lines a patient has been through, as known at the evaluation time.
 
-A *line* is one drug (all its courses in the record). At a time it is running, or it was stopped, and a stopped
-line is read as the clinical reference (section 6) reads it: a drug stopped for inefficacy, or *escalated past*
-(stopped while the disease was active, after a line of another class had been started while the disease was
-active), is a failed line; a drug stopped for an adverse reaction caused a reaction; a course completed or stopped
-in remission is neither. A stop whose reason is not recorded while the disease was active, with no later line, is
-*undetermined*: the history says so and names the stop reason as what to record, and it suppresses nothing (a
-possible failure does not silence a guideline recommendation; a recorded one does).
+A *line* is one drug (all its courses in the record); supportive drugs (vasoactive) are not lines. At a time it is
+running, or it was stopped, and a stopped line is read as the clinical reference (section 6) reads it: a drug
+stopped for inefficacy, or *escalated past* (stopped while the disease was active, after a line of another class had
+been started while the disease was active), is a failed line; a drug stopped for an adverse reaction caused a
+reaction; a course completed or stopped in remission is neither. A stop whose reason is not recorded while the
+disease was active, with no later line, is *undetermined*: the history says so and names the stop reason as what to
+record, and it suppresses nothing (a possible failure does not silence a guideline recommendation; a recorded one
+does).
 
-"Disease active" is a recorded diagnosis of MAS or HLH running at the time (onset at or before, not yet
-resolved): the record's own statement, not a re-derivation of the criteria at past times. Without such a
-diagnosis a stop without reason stays undetermined.
+"Disease active" is a recorded diagnosis of MAS or HLH running at the time (onset at or before, not yet resolved):
+the record's own statement, not a re-derivation of the criteria at past times. Without such a diagnosis a stop
+without reason stays undetermined.
 
 The history is computed from the snapshot alone, so both matching backends see the same one. It is used by
-evaluation to suppress, visibly, a suggestion (start/consider) of a failed drug or of a class containing one,
-and is shown in the result (text, JSON, explain).
+evaluation to suppress, visibly, a suggestion (start/consider) of a failed drug or of a class containing one, and is
+shown in the result (text, JSON, explain).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .vocab import vocabulary
 
 # Diagnoses whose running record means "the disease is active" for the history.
 ACTIVE_DISEASE = frozenset({"mas", "hlh"})
+# Supportive care, not a line of MAS treatment: vasopressors and inotropes are neither lines nor later lines.
+SUPPORTIVE = frozenset({"vasoactive"})
 # Statuses that suppress a suggestion of the drug (or of a class containing it).
 SUPPRESSING = frozenset({"failed", "reaction"})
 
@@ -102,7 +105,8 @@ def treatment_history(snap: Snapshot, as_of: int, lang: str = "en") -> tuple[Lin
     """Every drug given up to ``as_of``, each as a line with its status, in order of first start."""
     v = vocabulary()
     words = _WORDS.get(lang, _WORDS["en"])
-    given = sorted((c for c in snap.courses if c.start <= as_of), key=lambda c: (c.start, c.drug))
+    given = sorted((c for c in snap.courses if c.start <= as_of
+                    and not set(v.drugs[c.drug].classes) <= SUPPORTIVE), key=lambda c: (c.start, c.drug))
     by_drug: dict[str, list[Course]] = {}
     for c in given:
         by_drug.setdefault(c.drug, []).append(c)
