@@ -48,7 +48,7 @@ class Suppression:
     action: str
     target: str
     reason: str = "conflict"  # conflict | failed-line
-    detail: str | None = None
+    detail: str | None = field(default=None, compare=False)  # words in the result language, not the decision
 
     def to_json(self) -> dict[str, str | None]:
         return {"rule_id": self.rule_id, "action": self.action, "target": self.target, "reason": self.reason,
