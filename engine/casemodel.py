@@ -148,6 +148,11 @@ class Medication(Marked):
     end: TimeText | None = Field(default=None, description="Time of the last dose or end of infusion; absent "
                                  "while ongoing (a single dose, frequency once, ends when given).",
                                  examples=["day 15 10:00"])
+    stop_reason: str | None = Field(default=None, description="Why the course was stopped, once it has an end: "
+                                    "inefficacy, adverse-reaction, completed, remission, other or unknown. The "
+                                    "treatment history reads inefficacy as a failed line; left out, the history "
+                                    "decides from what followed (a later line started while the disease stayed "
+                                    "active).", examples=["inefficacy"])
 
     @model_validator(mode="after")
     def _dose(self) -> Medication:

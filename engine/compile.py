@@ -321,6 +321,11 @@ class _RuleCompiler:
             bounds.append(("lo", CLOCK, "now", 0.0))
             bounds.append(("hi", CLOCK, "now", 0.0))
             words.append("active now")
+        if getattr(spec, "exposed", None):
+            # running, or the last dose less than one dosing interval ago (facts.py: field xe)
+            bounds.append(("xlo", CLOCK, "now", 0.0))
+            bounds.append(("hi", CLOCK, "now", 0.0))
+            words.append("exposed now (running, or within its dosing interval)")
         if spec.after is not None:
             field = self._edge_field(spec.after, "end")
             bounds.append(("lo", spec.after.fact, field, 0.0))
@@ -375,7 +380,8 @@ class _RuleCompiler:
                 for op, value in spec.comparisons())
             del unit
             if spec.trend is not None:
-                sel = Selector("trend", direction=spec.trend)
+                recent = float(parse_duration(spec.within)) if spec.compared_within and spec.within else None
+                sel = Selector("trend", direction=spec.trend, recent=recent)
             elif spec.count is not None:
                 op, n = _count(spec.count)
                 sel = Selector("count", op, n)
@@ -396,11 +402,16 @@ class _RuleCompiler:
             if spec.route is not None:
                 identity.append(FieldTest("r", "eq", spec.route))
                 subject = f"{v.routes[spec.route].name} {subject}"
-            if spec.regimen is not None:
-                identity.append(FieldTest("rg", "eq", spec.regimen))
-                subject += f" ({v.regimens[spec.regimen].name})"
             dose_tests: list[FieldTest] = []
             undecidable: tuple[str, ...] = ()
+            if spec.regimen == "pulse":
+                # a pulse is also recognised from the dose, and is undecided when the dose cannot tell (regimen.py)
+                dose_tests.append(FieldTest("rg", "eq", spec.regimen))
+                undecidable = ("rg",)
+                subject += f" ({v.regimens[spec.regimen].name})"
+            elif spec.regimen is not None:
+                identity.append(FieldTest("rg", "eq", spec.regimen))
+                subject += f" ({v.regimens[spec.regimen].name})"
             value_text = ""
             if spec.dose is not None:
                 du = parse_dose(1, spec.dose.unit)
@@ -411,7 +422,7 @@ class _RuleCompiler:
                     dose_tests.append(FieldTest(field, op, base))
                 value_text = "dose " + " and ".join(
                     f"{OP_TEXT[op]} {value:g} {spec.dose.unit}" for op, value in spec.dose.comparisons())
-                undecidable = (field,)
+                undecidable = (*undecidable, field)
             sel = self._med_selector(spec)
             subject += " course" if level == "course" else ""
             return _LeafParts(COURSE if level == "course" else ADMIN, "closed", identity, dose_tests, sel, undecidable,
@@ -540,6 +551,8 @@ class _RuleCompiler:
             n = sel.n or 1
             suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
             return f"the {n}{suffix}"
+        if sel.mode == "trend" and sel.recent is not None:
+            return f"{sel.direction}: latest, in the last {describe_duration(sel.recent)}, vs the one before"
         if sel.mode == "trend":
             return f"{sel.direction}: latest vs the one before"
         return ""
@@ -548,6 +561,9 @@ class _RuleCompiler:
         spec = site.spec
         parts = self._parts(site)
         active = bool(getattr(spec, "active", None))
+        if isinstance(spec, ObservationSpec) and spec.compared_within is not None:
+            # the window holds the earlier measurement too; the evaluator checks the latest is recent enough
+            spec = spec.model_copy(update={"within": spec.compared_within})
         bounds, window_text = self._window(spec, active) if isinstance(spec, WindowFields) else ([], "")
         join_alias: dict[str, str] = {}
         joins: list[tuple[str, Pattern]] = []
@@ -568,7 +584,8 @@ class _RuleCompiler:
         starts: list[Bound] = []
         for side, alias, field, offset in bounds:
             ref = FieldRef(ja(alias), field, offset)
-            window_tests.append(FieldTest("te", "gte", ref) if side == "lo" else FieldTest("ts", "lte", ref))
+            window_tests.append(FieldTest("xe", "gte", ref) if side == "xlo" else
+                                FieldTest("te", "gte", ref) if side == "lo" else FieldTest("ts", "lte", ref))
             if side == "lo" and alias != CLOCK:
                 starts.append(Bound(alias, field, offset))
         scope_target = Pattern(parts.fact_kind, (*parts.identity, *window_tests))
@@ -640,7 +657,10 @@ class _RuleCompiler:
         out: list[Missing] = []
         values: list[Missing] = []
         if parts.fact_kind == OBS:
-            if parts.selector.mode == "trend":
+            if parts.selector.mode == "trend" and parts.selector.recent is not None:
+                out.append(Missing(parts.missing_what, f"a measurement in the last "
+                                   f"{describe_duration(parts.selector.recent)} and one before it{where}", path))
+            elif parts.selector.mode == "trend":
                 out.append(Missing(parts.missing_what, f"at least two measurements{where}", path))
             else:
                 out.append(Missing(parts.missing_what, f"a measurement{where}", path))
@@ -654,6 +674,9 @@ class _RuleCompiler:
                                       "the age condition", path))
             elif field == "v":
                 values.append(Missing(parts.subject, "its value was not computed", path))
+            elif field == "rg":
+                values.append(Missing("glucocorticoid dose or body weight", "the daily dose (with the body weight "
+                                      "when it is per kg) decides whether a course is a pulse", path))
             elif field == "sev":
                 values.append(Missing("reaction severity", f"the severity of the {parts.subject} is not recorded",
                                       path))

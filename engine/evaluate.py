@@ -18,6 +18,7 @@ from .compile import CompiledKB
 from .describe import fact_json_with_text, template_field
 from .errors import EvaluationError, MascdsError
 from .facts import DERIVED_SECTION, Fact, build_facts, clock_fact
+from .history import Line, suppressing_line, treatment_history
 from .ir import (
     DERIVED,
     All,
@@ -34,6 +35,7 @@ from .ir import (
     node_words,
 )
 from .match import MatchSession, holds
+from .regimen import pulse_missing
 from .result import (
     Action,
     Assessment,
@@ -49,7 +51,7 @@ from .result import (
 )
 from .rulemodel import Rule, text_in
 from .scores import ScoreResult, classify, evaluate_score, interpretation
-from .snapshot import Snapshot
+from .snapshot import Course, Snapshot
 from .templates import parse, render
 from .times import iso
 from .vocab import vocabulary
@@ -149,6 +151,10 @@ class RuleEvaluator:
         no_data = tuple(lf.missing) if lf.world == "open" else (
             Missing(lf.section.replace("_", " "), "not provided in the record", lf.path),)
         value_missing = lf.undecided if undecided else ()
+        if undecided and "rg" in lf.undecidable:  # name what each course needs to be told a pulse or not
+            value_missing = tuple(m for m in value_missing if m.what != "glucocorticoid dose or body weight") + \
+                tuple(pulse_missing(f.entry, lf.path) for f in undecided
+                      if "rg" not in f.data and isinstance(f.entry, Course))
         sel = lf.selector
         mode = sel.mode
 
@@ -235,6 +241,8 @@ class RuleEvaluator:
                 return result("unknown", candidates, value_missing + (no_data if section_unknown else ())), None
             return result("false", matched, note=f"only {len(matched)}"), None
         if mode == "trend":
+            if sel.recent is not None and float(scope[-1].data["ts"]) < self.now - sel.recent:
+                return result("unknown", scope, lf.missing, "no recent measurement"), None
             if len(scope) < 2:
                 return result("unknown", scope, lf.missing, "fewer than two measurements"), None
             prev, last = scope[-2], scope[-1]
@@ -478,6 +486,28 @@ def resolve_conflicts(recs: list[Recommendation], policy: str) -> tuple[list[Rec
     return out, errors
 
 
+FAILED_LINE = "treatment-history"
+
+
+def suppress_failed_lines(recs: list[Recommendation], history: tuple[Line, ...]) -> list[Recommendation]:
+    """A suggestion (start/consider) of a drug that failed or caused a reaction, or of a class containing one,
+    is suppressed: it stays in the result, marked with the line that stopped it. Restrictive and monitoring
+    actions are never touched, and an action a conflict already suppressed keeps that reason."""
+    out: list[Recommendation] = []
+    for r in recs:
+        actions = []
+        for act in r.actions:
+            line = suppressing_line(history, act.target) if act.kind in PERMISSIVE and act.suppressed_by is None \
+                else None
+            actions.append(act if line is None else Action(
+                act.kind, act.target, act.target_name, act.text, act.reported_dose,
+                Suppression(FAILED_LINE, line.status, line.drug, "failed-line", line.text)))
+        status = "suppressed" if all(a.suppressed_by is not None for a in actions) else "active"
+        out.append(Recommendation(r.rule_id, r.rule_version, r.title, r.indicator, status, r.priority,
+                                  tuple(actions), r.rationale, r.matched, r.citations, r.evidence_level))
+    return out
+
+
 def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot, as_of: int,
                       backend_name: str, lang: str = "en", facts: Sequence[Fact] | None = None,
                       new_id: Callable[[], str] | None = None) -> Result:
@@ -584,6 +614,8 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
                                        rule.evidence_level))
     recs, conflict_errors = resolve_conflicts(recs, kb.manifest.conflict_resolution)
     errors.extend(conflict_errors)
+    history = treatment_history(snapshot, as_of, lang)
+    recs = suppress_failed_lines(recs, history)
     recs.sort(key=lambda r: (r.status != "active", INDICATOR_RANK[r.indicator], -r.priority, r.rule_id))
     assessments.sort(key=lambda a: a.fact)
     undecided.sort(key=lambda u: (u.produces, u.rule_id))
@@ -595,7 +627,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         lang=lang, recommendations=tuple(recs), assessments=tuple(assessments), indeterminate=tuple(undecided),
         errors=tuple(errors), warnings=snapshot.warnings,
         complete=not snapshot.unknown_sections and not snapshot.input_errors, input_errors=snapshot.input_errors,
-        traces=traces, derived_facts=derived_facts,
+        treatment_history=history, traces=traces, derived_facts=derived_facts,
         scores={rid: o.score for rid, o in outcomes.items() if o.score is not None},
     )
 

@@ -15,7 +15,7 @@ from rich.tree import Tree
 from .describe import fact_text
 from .errors import UsageError, did_you_mean
 from .ir import DERIVED, All, Any_, AtLeast, Leaf, Missing, Not
-from .result import Assessment, NodeResult, Result
+from .result import Action, Assessment, NodeResult, Result
 from .rulemodel import text_in
 from .scores import ScoreResult
 
@@ -54,11 +54,13 @@ class Explanation:
     outcome: str  # fired | suppressed | not fired | undecided | derived: met/not met/undecided
     root: ExplainNode
     score: ExplainNode | None = None  # a score or ratio: each term, its input and its points
+    suppressed: tuple[str, ...] = ()  # each suppressed action of the recommendation, with what suppressed it
 
     def to_json(self) -> dict[str, Any]:
         return {"rule_id": self.rule_id, "rule_version": self.rule_version, "title": self.title, "file": self.file,
                 "as_of": self.as_of, "outcome": self.outcome, "tree": self.root.to_json(),
-                "score": self.score.to_json() if self.score is not None else None}
+                "score": self.score.to_json() if self.score is not None else None,
+                "suppressed_actions": list(self.suppressed)}
 
     def render_text(self, width: int = 100, color: bool | None = None) -> str:
         from io import StringIO
@@ -71,6 +73,8 @@ class Explanation:
         _add(tree, self.root)
         if self.score is not None:
             _add(tree, self.score)
+        for line in self.suppressed:
+            tree.add(Text(line, style="magenta"))
         console.print(tree)
         return buf.getvalue()
 
@@ -173,8 +177,18 @@ def explain_result(result: Result, rule_id: str, title: str, version: str, file:
     else:
         outcome = {"false": "not fired", "unknown": "undecided", "true": "fired"}[res.verdict]
     score = result.scores.get(rule_id)
+    suppressed = tuple(_suppressed_words(a) for a in (rec.actions if rec is not None else ())
+                       if a.suppressed_by is not None)
     return Explanation(rule_id, version, title, file, result.as_of, outcome, build(res, result),
-                       score_node(score, assessment, result) if score is not None else None)
+                       score_node(score, assessment, result) if score is not None else None, suppressed)
+
+
+def _suppressed_words(a: Action) -> str:
+    by = a.suppressed_by
+    assert by is not None
+    if by.reason == "failed-line":
+        return f"{a.kind} {a.target}: suppressed by the treatment history - {by.detail}"
+    return f"{a.kind} {a.target}: suppressed by {by.rule_id} ({by.action} {by.target})"
 
 
 def check_rule_id(rule_id: str, known: list[str]) -> None:

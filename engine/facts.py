@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from .ir import ADMIN, CLOCK, COURSE, DIAGNOSIS, FINDING, OBS, ONGOING, ORDER, PATIENT, REACTION, SUPPORT
+from .regimen import course_regimen
 from .snapshot import Course, Entry, Snapshot
 from .units import dose_in
 from .vocab import vocabulary
@@ -82,6 +83,18 @@ def administration_times(course: Course, as_of: int) -> list[int]:
 Key = tuple[int, int, int]
 
 
+def exposure_end(course: Course, as_of: int) -> float:
+    """Until when ``course`` exposes the patient, as known at ``as_of``: ongoing while it runs; once it has ended
+    (``end`` is the last dose), one dosing interval of its recorded frequency after that dose. A single dose
+    ('once') or an infusion ('continuous') has no interval: exposure ends with it. The one definition every rule
+    condition ``exposed: true`` uses."""
+    if course.end is None or course.end > as_of:
+        return ONGOING
+    if course.interval_hours is None:
+        return float(course.end)
+    return float(course.end + round(course.interval_hours * 3600))
+
+
 def _end_of(end: int | None, as_of: int) -> float:
     """An interval's end as known at ``as_of``: ongoing until it has happened."""
     return float(end) if end is not None and end <= as_of else ONGOING
@@ -99,7 +112,7 @@ class _Record:
         self.snap = snap
         self.weights = snap.weights()
         self.dose_cache: dict[tuple[int, float | None], FactData] = {}
-        self.bases = [self._base(c) for c in snap.courses]
+        self.bases = [self._base(c, course_regimen(c, snap.weight_at(c.start))) for c in snap.courses]
 
     def doses(self, ci: int, course: Course, t: int) -> FactData:
         weight = _weight(self.weights, self.snap, t)
@@ -109,12 +122,12 @@ class _Record:
         return found
 
     @staticmethod
-    def _base(c: Course) -> FactData:
+    def _base(c: Course, regimen: str | None) -> FactData:
         base: FactData = {"d": c.drug}
         if c.route is not None:
             base["r"] = c.route
-        if c.regimen is not None:
-            base["rg"] = c.regimen
+        if regimen is not None:  # the label, or decided from the dose; absent when undecidable (regimen.py)
+            base["rg"] = regimen
         return base
 
     def diagnosis(self, i: int, as_of: int) -> Made:
@@ -142,7 +155,7 @@ class _Record:
         if c.start > as_of:
             return None
         data = {"k": COURSE, **self.bases[ci], **self.doses(ci, c, c.start), "ts": float(c.start),
-                "te": _end_of(c.end, as_of)}
+                "te": _end_of(c.end, as_of), "xe": exposure_end(c, as_of)}
         return data, c, {"course": ci}
 
     def admin(self, ci: int, n: int, t: int, as_of: int) -> Made:

@@ -13,6 +13,7 @@ docs/fhir.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable
@@ -37,6 +38,7 @@ from pydantic import ValidationError
 from .casemodel import SECTION_NAMES
 from .errors import Diagnostic, LoadError, UsageError, choices_hint
 from .fhir_map import Mapper
+from .regimen import regimen_warnings
 from .snapshot import Patient as SnapshotPatient
 from .snapshot import Snapshot
 
@@ -301,6 +303,9 @@ def _read(items: list[_Item], source: str, patient_id: str | None, not_fetched: 
         supports=tuple(mapper.supports), unknown_sections=frozenset(unknown) | frozenset(mapper.not_recorded),
         source=source, warnings=tuple(mapper.warnings()), input_errors=tuple(mapper.input_errors),
     )
+    labels = regimen_warnings(snapshot)  # a pulse label that the dose contradicts
+    if labels:
+        snapshot = dataclasses.replace(snapshot, warnings=(*snapshot.warnings, *labels))
     return FhirIngest(snapshot, mapped, relevant)
 
 

@@ -22,6 +22,7 @@ MASCDS_SYSTEMS = {
     "route": f"{MASCDS_BASE}/CodeSystem/route",
     "organ-support": f"{MASCDS_BASE}/CodeSystem/organ-support",
     "finding": f"{MASCDS_BASE}/CodeSystem/finding",
+    "stop-reason": f"{MASCDS_BASE}/CodeSystem/stop-reason",
 }
 
 
@@ -78,6 +79,7 @@ class CodeTables:
         self.routes = entries("routes")
         self.local_routes = entries("local_routes")
         self.organ_support = entries("organ_support")
+        self.stop_reasons = entries("stop_reasons")
         self.loinc = {e.code: e.to[0] for e in entries("loinc")}
         self.no_known_allergy = entries("no_known_allergy")
         self.timing_codes: dict[str, str] = {str(k).upper(): str(v) for k, v in raw["timing_codes"].items()}
@@ -130,6 +132,10 @@ class CodeTables:
 
     def manifestation_for(self, system: str, code: str) -> str | None:
         e = self._lookup(self.manifestations, system, code)
+        return e.to[0] if e else None
+
+    def stop_reason_for(self, system: str, code: str) -> str | None:
+        e = self._lookup(self.stop_reasons, system, code)
         return e.to[0] if e else None
 
     def route_for(self, system: str, code: str) -> str | None:

@@ -174,6 +174,16 @@ class _Writer:
     def _course_common(self, c: Course, res: dict[str, Any]) -> dict[str, Any]:
         if c.regimen is not None:
             res.setdefault("extension", []).append(_ext("regimen", valueCode=c.regimen))
+        if c.stop_reason is not None:
+            if res["resourceType"] == "MedicationAdministration":  # its statusReason says why a dose was not given
+                res.setdefault("extension", []).append(_ext("stop-reason", valueCode=c.stop_reason))
+            else:
+                concept = {"coding": [{"system": MASCDS_SYSTEMS["stop-reason"], "code": c.stop_reason,
+                                       "display": self.v.stop_reasons[c.stop_reason].name}],
+                           "text": self.v.stop_reasons[c.stop_reason].name}
+                res["statusReason"] = concept
+                if c.stop_reason != "completed":
+                    res["status"] = "stopped"
         return res
 
     def course(self, c: Course) -> None:
@@ -349,7 +359,8 @@ def snapshot_to_case(snapshot: Snapshot) -> tuple[dict[str, Any], list[str]]:
     case["medications"] = [mark(c, {"drug": c.drug} | ({"route": c.route} if c.route else {})
                                 | ({"regimen": c.regimen} if c.regimen else {}) | dose(c.dose)
                                 | {"frequency": c.frequency, "start": iso(c.start)}
-                                | ({"end": iso(c.end)} if c.end is not None else {})) for c in s.courses]
+                                | ({"end": iso(c.end)} if c.end is not None else {})
+                                | ({"stop_reason": c.stop_reason} if c.stop_reason else {})) for c in s.courses]
     case["orders"] = [mark(o, {"drug": o.drug, "status": o.status, "time": iso(o.time)} | dose(o.dose))
                       for o in s.orders]
     case["reactions"] = [mark(r, {"drug": r.drug, "manifestations": list(r.manifestations)}

@@ -550,8 +550,15 @@ class Mapper:
                 return False
             end, frequency = start, "once"
             dose = self._dose(dosage.dose, ref) if dosage is not None else None
-        return self._course(ref, self.illustrative(m), drug, dosage, start, end, frequency, dose,
-                            has_extension(m, "regimen"))
+        n = len(self.courses)
+        ok = self._course(ref, self.illustrative(m), drug, dosage, start, end, frequency, dose,
+                          has_extension(m, "regimen"))
+        reason = has_extension(m, "stop-reason")  # statusReason here is why a dose was not given
+        if reason is not None:
+            concept = CodeableConcept.model_validate(
+                {"coding": [{"system": MASCDS_SYSTEMS["stop-reason"], "code": str(reason)}]})
+            self._stop_reason(n, [concept], ref)
+        return ok
 
     def _dosage_course(self, ref: str, ill: bool, drug: str, dosages: Sequence[Dosage] | None, start_value: object,
                        end_value: object, status: str | None, regimen: str | None) -> bool:
@@ -648,8 +655,40 @@ class Mapper:
                     break
             self.orders.append(Order(ref, ill, drug, order_status, t, dose))
             return True
-        return self._dosage_course(ref, ill, drug, m.dosageInstruction, m.authoredOn, None, status,
-                                   has_extension(m, "regimen"))
+        n = len(self.courses)
+        ok = self._dosage_course(ref, ill, drug, m.dosageInstruction, m.authoredOn, None, status,
+                                 has_extension(m, "regimen"))
+        self._stop_reason(n, [m.statusReason] if m.statusReason is not None else [], ref)
+        return ok
+
+    def _stop_reason(self, n: int, concepts: Sequence[CodeableConcept], ref: str) -> None:
+        """Why the course just added (index ``n``, if it was added) stopped, from statusReason: a code of the
+        reviewed table or of mascds's stop-reason system, or a text naming a stop reason; other text is read as
+        unknown, with a warning naming it. A reason on a course that has not ended is not used."""
+        if len(self.courses) <= n or not concepts:
+            return
+        found: str | None = None
+        for cc in concepts:
+            for system, code, _ in codings(cc):
+                if system == MASCDS_SYSTEMS["stop-reason"] and code in self.v.stop_reasons:
+                    found = code
+                elif self.t.system_name(system) is not None:
+                    found = self.t.stop_reason_for(self.t.system_name(system) or "", code)
+                if found:
+                    break
+            if found is None:
+                found = next((r for r in (self.v.stop_reason_id(t) for t in texts(cc)) if r), None)
+            if found:
+                break
+        if found is None:
+            self.warn(ref, f"stop reason {', '.join(describe(cc) for cc in concepts)} is not one mascds knows; "
+                      "read as unknown")
+            found = "unknown"
+        course = self.courses[n]
+        if course.end is None:
+            self.warn(ref, "a stop reason on a course that has not ended; not used")
+            return
+        self.courses[n] = replace(course, stop_reason=found)
 
     def medication_statement(self, m: MedicationStatement, ref: str) -> bool:
         if m.status in ("not-taken", "entered-in-error", "intended"):
@@ -664,8 +703,11 @@ class Mapper:
             start_value, end_value = m.effectivePeriod.start, m.effectivePeriod.end
         elif m.effectiveDateTime is not None and m.status in ("completed", "stopped"):
             end_value = m.effectiveDateTime
-        return self._dosage_course(ref, self.illustrative(m), drug, m.dosage, start_value, end_value, m.status,
-                                   has_extension(m, "regimen"))
+        n = len(self.courses)
+        ok = self._dosage_course(ref, self.illustrative(m), drug, m.dosage, start_value, end_value, m.status,
+                                 has_extension(m, "regimen"))
+        self._stop_reason(n, m.statusReason or [], ref)
+        return ok
 
     # --- reactions -------------------------------------------------------------------------------------
     def _manifestations(self, concepts: Iterable[CodeableConcept], ref: str) -> list[str]:

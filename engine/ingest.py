@@ -7,6 +7,7 @@ that ends before it starts) are rejected. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from .casemodel import SECTION_NAMES, Case
 from .errors import Diagnostic, LoadError, choices_hint
 from .load import display_path
+from .regimen import regimen_warnings
 from .snapshot import (
     Course,
     Diagnosis,
@@ -138,7 +140,8 @@ class _Ingest:
         if not snap.event_times() and not expectations:
             self.err(("case",), "E404", "the case has no events", "add observations, medications or other entries")
             return None
-        return snap
+        labels = regimen_warnings(snap)
+        return dataclasses.replace(snap, warnings=(*snap.warnings, *labels)) if labels else snap
 
     def diagnosis(self, i: int) -> Diagnosis | None:
         d = self.case.diagnoses[i]
@@ -222,11 +225,19 @@ class _Ingest:
             self.err(path, "E114", f"this course has more than {MAX_FACTS_PER_COURSE} doses",
                      "split it into courses, or record it as continuous")
             return None
+        stop_reason = self.term(m.stop_reason, self.vocab.stop_reasons, "stop reason", (*path, "stop_reason"),
+                                self.vocab.stop_reason_id) if m.stop_reason is not None else None
         if m.regimen is not None and regimen is None:
             return None
         if m.route is not None and route is None:
             return None
-        return Course(self.ref(path), ill, drug, route, regimen, dose, freq, interval, start, end)
+        if m.stop_reason is not None and stop_reason is None:
+            return None
+        if stop_reason is not None and m.end is None and freq != "once":
+            self.err((*path, "stop_reason"), "E111", "a stop reason on a course that has not ended",
+                     "give the course its end (the time of the last dose), or leave stop_reason out")
+            return None
+        return Course(self.ref(path), ill, drug, route, regimen, dose, freq, interval, start, end, stop_reason)
 
     def order(self, i: int) -> Order | None:
         o = self.case.orders[i]

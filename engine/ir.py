@@ -74,6 +74,7 @@ class Selector:
     n: int | None = None
     direction: Literal["rising", "falling"] | None = None
     distinct_field: str | None = None
+    recent: float | None = None  # trend with compared_within: the latest must be this recent (seconds)
 
 
 @dataclass(frozen=True)

@@ -226,8 +226,10 @@ def _implies(need: Any, ban: Any) -> bool:
     a, b = getattr(need, "medication", None), getattr(ban, "medication", None)
     if isinstance(a, MedicationSpec) and isinstance(b, MedicationSpec) and a.model_copy(update={"as_": None}) == b:
         return True
-    if isinstance(a, MedicationSpec) and isinstance(b, MedicationSpec) and a.active and b.active:
-        loose = b.model_dump(exclude_none=True, by_alias=True).keys() <= {"drug", "class", "active"}
+    if isinstance(a, MedicationSpec) and isinstance(b, MedicationSpec) and (a.active or a.exposed) and \
+            (b.exposed or (b.active and a.active)):
+        # a running course is an exposure (exposed: running, or within its dosing interval)
+        loose = b.model_dump(exclude_none=True, by_alias=True).keys() <= {"drug", "class", "active", "exposed"}
         return loose and _drugs(a) <= _drugs(b)
     return False
 

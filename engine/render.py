@@ -60,7 +60,10 @@ UI: dict[str, dict[str, str]] = {
         "recommendations_one": "{n} recommendation", "recommendations_many": "{n} recommendations",
         "none_fired": "No recommendation fired.",
         "undecided": "Recommendations that could not be decided - measure or record:",
-        "suppressed": "Suppressed by a higher-priority recommendation (shown, not applied):",
+        "suppressed": "Suppressed by a higher-priority recommendation or by the treatment history (shown, not "
+                      "applied):",
+        "failed_line": "  (suppressed by the treatment history: {detail})",
+        "history": "Treatment history",
         "errors": "Errors",
         "assessments": "Assessments", "assessments_hint": "(undecided: what to measure or record)",
         "unreliable": "{status} (unreliable)", "caution": "caution: {caveat}", "missing": "- {what}: {detail}",
@@ -83,7 +86,9 @@ UI: dict[str, dict[str, str]] = {
         "recommendations_one": "{n} 条建议", "recommendations_many": "{n} 条建议",
         "none_fired": "没有触发任何建议。",
         "undecided": "未能判定的建议（需检测或记录以下项目）：",
-        "suppressed": "被更高优先级的建议抑制（仅显示，不执行）：",
+        "suppressed": "被更高优先级的建议或治疗史抑制（仅显示，不执行）：",
+        "failed_line": "  （因治疗史被抑制：{detail}）",
+        "history": "治疗史",
         "errors": "错误",
         "assessments": "评估", "assessments_hint": "（未能判定：需检测或记录的项目）",
         "unreliable": "{status}（不可靠）", "caution": "注意：{caveat}", "missing": "- {what}：{detail}",
@@ -257,7 +262,9 @@ def _recommendation(rec: Recommendation, lang: str = "en") -> Panel:
     for a in rec.actions:
         text = Text(a.text)
         by = a.suppressed_by
-        if by is not None:
+        if by is not None and by.reason == "failed-line":
+            text.append(ui["failed_line"].format(detail=by.detail or by.target), style="magenta")
+        elif by is not None:
             action, target = by.action, by.target
             if lang == "zh-CN":
                 action, target = _kind_word(by.action, lang), vocabulary().target_name(by.target, lang)
@@ -367,6 +374,11 @@ def render_text(result: Result, width: int | None = None, color: bool | None = N
     if result.assessments:
         console.print()
         console.print(_assessments(result.assessments, lang))
+    if result.treatment_history:
+        console.print()
+        console.print(Text(ui["history"], style="bold"))
+        for line in result.treatment_history:
+            console.print(Text(f"  {line.text}", style="magenta" if line.suppresses else ""))
     console.print()
     if active:
         count = ui["recommendations_one" if len(active) == 1 else "recommendations_many"].format(n=len(active))

@@ -11,6 +11,7 @@ from .facts import Fact
 from .ir import Missing, Node, Verdict
 
 if TYPE_CHECKING:
+    from .history import Line
     from .scores import ScoreResult
 
 RESULT_FORMAT = "mascds.result/1"
@@ -38,12 +39,20 @@ class Citation:
 
 @dataclass(frozen=True)
 class Suppression:
+    """What suppressed an action. ``reason`` conflict: an opposite action of another rule (``rule_id``,
+    ``action``, ``target``). ``reason`` failed-line: the treatment history - the suggested drug, or a drug of the
+    suggested class (``target``), failed or caused a reaction; ``action`` is that line's status and ``detail`` the
+    line as a clinician reads it; ``rule_id`` is ``treatment-history``."""
+
     rule_id: str
     action: str
     target: str
+    reason: str = "conflict"  # conflict | failed-line
+    detail: str | None = field(default=None, compare=False)  # words in the result language, not the decision
 
-    def to_json(self) -> dict[str, str]:
-        return {"rule_id": self.rule_id, "action": self.action, "target": self.target}
+    def to_json(self) -> dict[str, str | None]:
+        return {"rule_id": self.rule_id, "action": self.action, "target": self.target, "reason": self.reason,
+                "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -205,6 +214,7 @@ class Result:
     warnings: tuple[str, ...] = ()
     complete: bool = True
     input_errors: tuple[str, ...] = ()
+    treatment_history: tuple[Line, ...] = ()
     traces: dict[str, NodeResult] = field(default_factory=dict, compare=False, repr=False)
     derived_facts: dict[str, Fact] = field(default_factory=dict, compare=False, repr=False)
     scores: dict[str, ScoreResult] = field(default_factory=dict, compare=False, repr=False)  # by rule id
@@ -228,6 +238,7 @@ class Result:
             "errors": [e.to_json() for e in self.errors],
             "input_errors": list(self.input_errors),
             "warnings": list(self.warnings),
+            "treatment_history": [line.to_json() for line in self.treatment_history],
         }
 
     def to_json_text(self) -> str:

@@ -271,7 +271,16 @@ class ObservationSpec(WindowFields, ValueFields):
                              examples=["ng/mL", "10*9/L", "Cel"])
     trend: Literal["rising", "falling"] | None = Field(
         default=None, description="The latest measurement is higher (rising) or lower (falling) than the one "
-        "before it, both in the window.", examples=["rising", "falling"])
+        "before it, both in the window (or the earlier one in compared_within).", examples=["rising", "falling"])
+    compared_within: Duration | None = Field(
+        default=None, description="With trend: how far back the measurement the latest is compared with may lie. "
+        "'within' then bounds only the latest, so a decided trend does not turn undecided as soon as the earlier "
+        "value leaves the short window; must be at least as long as 'within'.", examples=["7d"])
+
+    @field_validator("compared_within", mode="before")
+    @classmethod
+    def _compared_within(cls, v: Any) -> Any:
+        return v if v is None else _duration(v)
 
     @field_validator("analyte")
     @classmethod
@@ -293,6 +302,14 @@ class ObservationSpec(WindowFields, ValueFields):
                 hint = did_you_mean(self.unit, [canonical, analyte.canonical])
                 raise _err("E105", f"unit '{self.unit}' is not a unit of {analyte.name}",
                            (hint + " " if hint else "") + f"the canonical unit is {canonical}", at="unit")
+        if self.compared_within is not None:
+            if self.trend is None or self.within is None:
+                raise _err("E113", "'compared_within' needs 'trend' and 'within'",
+                           "within bounds the latest measurement, compared_within the one it is compared with",
+                           at="compared_within")
+            if parse_duration(self.compared_within) < parse_duration(self.within):
+                raise _err("E103", "'compared_within' is shorter than 'within'",
+                           "the earlier measurement's window must include the latest one's", at="compared_within")
         if self.trend is not None and (self.comparisons() or self.which or self.count):
             raise _err("E113", "'trend' compares measurements with each other; it cannot be combined with "
                        "comparisons, 'which' or 'count'", "use a separate condition for a threshold", at="trend")
@@ -374,6 +391,11 @@ class MedicationSpec(WindowFields, DrugFields):
                                   "by the unit given.", examples=[{"gte": 30, "unit": "mg/kg"}])
     active: bool | None = Field(default=None, description="A course that is running at the evaluation time.",
                                 examples=[True])
+    exposed: bool | None = Field(default=None, description="Exposed to the drug at the evaluation time: a course "
+                                 "running, or whose last dose (its end) was given less than one dosing interval "
+                                 "ago, the interval taken from the course's recorded frequency (a single dose "
+                                 "recorded as 'once' has none). The one definition of 'on drug X'.",
+                                 examples=[True])
     courses: Count | None = Field(default=None, description="Number of matching courses.",
                                   examples=[{"gte": 3}])
     doses: Count | None = Field(default=None, description="Number of matching administrations.",
@@ -406,13 +428,19 @@ class MedicationSpec(WindowFields, DrugFields):
             raise _err("E113", f"use only one of {', '.join(chosen)}", "each says how matches are counted")
         if self.active is False:
             raise _err("E103", "'active: false' is not supported", "wrap the condition in 'not:'")
+        if self.exposed is False:
+            raise _err("E103", "'exposed: false' is not supported", "wrap the condition in 'not:'", at="exposed")
+        if self.exposed and self.active:
+            raise _err("E113", "use only one of active, exposed", "exposed already includes a running course",
+                       at="exposed")
         return self
 
     def level(self) -> Literal["course", "admin"]:
         """Courses when the condition is about courses; otherwise administrations (exposures)."""
         if self.doses is not None:
             return "admin"
-        if self.active or self.courses is not None or self.nth_course is not None or self.regimen is not None:
+        if self.active or self.exposed or self.courses is not None or self.nth_course is not None \
+                or self.regimen is not None:
             return "course"
         return "admin"
 

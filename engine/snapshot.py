@@ -41,6 +41,7 @@ class Course(Entry):
     interval_hours: float | None  # None for once/continuous
     start: int
     end: int | None  # None while ongoing
+    stop_reason: str | None = None  # a stop_reasons term; None when not recorded
 
 
 @dataclass(frozen=True)

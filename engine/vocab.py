@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
 
 # The tables of terms a clinician sees; each term has an English name and may have a zh-CN one.
 TABLES = ("analytes", "drugs", "drug_classes", "diagnoses", "manifestations", "severities", "organ_support", "routes",
-          "frequencies", "regimens", "procedures", "findings")
+          "frequencies", "regimens", "procedures", "findings", "stop_reasons")
 
 
 def pick(name: str, zh_cn: str | None, lang: str) -> str:
@@ -63,6 +63,7 @@ class Drug:
     atc: tuple[str, ...]
     rxnorm: tuple[str, ...]
     zh_cn: str | None = None
+    prednisone_equivalent: Fraction | None = None  # glucocorticoids: mg prednisone per mg of the drug
 
     def name_in(self, lang: str) -> str:
         return pick(self.name, self.zh_cn, lang)
@@ -137,7 +138,8 @@ class Vocabulary:
         drugs = _read("drugs.yaml")
         self.drugs: dict[str, Drug] = {
             key: Drug(key, spec["name"], tuple(spec.get("classes", ())), tuple(spec.get("synonyms", ())),
-                      tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())), spec.get("zh-CN"))
+                      tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())), spec.get("zh-CN"),
+                      Fraction(str(spec["prednisone_equivalent"])) if "prednisone_equivalent" in spec else None)
             for key, spec in drugs["drugs"].items()
         }
         self.drug_classes: dict[str, str] = {key: spec["name"] for key, spec in drugs["classes"].items()}
@@ -155,6 +157,9 @@ class Vocabulary:
         self.regimens = _terms(terms["regimens"])
         self.procedures = _terms(terms["procedures"])
         self.findings = _terms(terms["findings"])
+        self.stop_reasons = _terms(terms["stop_reasons"])
+        self._stop_reason_names = self._name_index(
+            {t.id: (t.name, *t.synonyms) for t in self.stop_reasons.values()})
         self._drug_names = self._name_index(
             {d.id: (d.name, *d.synonyms) for d in self.drugs.values()})
         self._route_names = self._name_index({t.id: (t.name, *t.synonyms) for t in self.routes.values()})
@@ -194,6 +199,9 @@ class Vocabulary:
 
     def manifestation_id(self, name: str) -> str | None:
         return self._manifestation_names.get(name.strip().lower())
+
+    def stop_reason_id(self, name: str) -> str | None:
+        return self._stop_reason_names.get(name.strip().lower())
 
     def analyte_for_loinc(self, code: str) -> str | None:
         return self._loinc.get(code.strip())

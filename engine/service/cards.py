@@ -347,6 +347,8 @@ def recommendation_card(rec: Recommendation, view: KnowledgeBaseView, ctx: CardC
         if a.suppressed_by is None:
             dose = f" Dose as reported: {md(a.reported_dose).rstrip('.')}." if a.reported_dose else ""
             lines.append(f"- **{_KIND_WORDS.get(a.kind, a.kind)}** {md(a.target_name)}: {md(a.text)}{dose}")
+        elif a.suppressed_by.reason == "failed-line":  # the clinician sees why a drug is not offered
+            lines.append(f"- Not suggested: {md(a.target_name)} - {md(a.suppressed_by.detail or '')}.")
     lines.extend(f"- {n}" for n in notes)
     for o in overridden:
         lines.append(f"- This outweighs “{md(o.title)}” (`{o.rule_id}`), which is not shown.")
