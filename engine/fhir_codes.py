@@ -22,6 +22,7 @@ MASCDS_SYSTEMS = {
     "route": f"{MASCDS_BASE}/CodeSystem/route",
     "organ-support": f"{MASCDS_BASE}/CodeSystem/organ-support",
     "finding": f"{MASCDS_BASE}/CodeSystem/finding",
+    "analyte": f"{MASCDS_BASE}/CodeSystem/analyte",  # an analyte without a LOINC code in analytes.yaml (sCD25)
 }
 
 

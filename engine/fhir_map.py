@@ -100,7 +100,8 @@ def has_extension(resource: Any, name: str) -> Any:
     """The value of a mascds extension on a resource or element, or None."""
     for ext in getattr(resource, "extension", None) or ():
         if ext.url == extension_url(name):
-            for attr in ("valueBoolean", "valueDateTime", "valueAge", "valueQuantity", "valueCode"):
+            for attr in ("valueBoolean", "valueDateTime", "valueAge", "valueQuantity", "valueCode",
+                         "valueCodeableConcept"):
                 value = getattr(ext, attr, None)
                 if value is not None:
                     return value
@@ -311,6 +312,8 @@ class Mapper:
 
     def _analyte(self, cc: CodeableConcept | None) -> str | None:
         for system, code, _ in codings(cc):
+            if system == MASCDS_SYSTEMS["analyte"] and code in self.v.analytes:
+                return code
             if self.t.system_name(system) == "loinc":
                 found = self.t.analyte_for_loinc(code)
                 if found:
@@ -554,8 +557,9 @@ class Mapper:
         return None, count
 
     def _course(self, ref: str, ill: bool, drug: str, dosage: Any, start: int, end: int | None, frequency: str,
-                dose: Dose | None, regimen: str | None) -> bool:
-        route, local = self._route(getattr(dosage, "route", None), ref) if dosage is not None else (None, False)
+                dose: Dose | None, regimen: str | None, route_concept: CodeableConcept | None = None) -> bool:
+        concept = getattr(dosage, "route", None) if dosage is not None else route_concept
+        route, local = self._route(concept, ref) if concept is not None else (None, False)
         if local:
             self.warn(ref, f"{self.v.drugs[drug].name} by a route of local application; not a systemic course")
             return False
@@ -604,7 +608,7 @@ class Mapper:
             end, frequency = start, "once"
             dose = self._dose(dosage.dose, ref) if dosage is not None else None
         return self._course(ref, self.illustrative(m), drug, dosage, start, end, frequency, dose,
-                            has_extension(m, "regimen"))
+                            has_extension(m, "regimen"), has_extension(m, "route"))
 
     def _dosage_course(self, ref: str, ill: bool, drug: str, dosages: Sequence[Dosage] | None, start_value: object,
                        end_value: object, status: str | None, regimen: str | None) -> bool:
