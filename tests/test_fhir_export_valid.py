@@ -1,5 +1,5 @@
 """Every shipped case written as FHIR (``mascds convert --to fhir``) is valid FHIR R4, as judged by validators that
-are not mascds: @medplum/core's ``validateResource`` (structure, cardinalities, value sets bound as required and
+are not mascds: @medplum/core's ``validateResource`` (structure, cardinalities, primitive formats and
 the FHIRPath invariants of the R4 StructureDefinitions, mad-1 among them) and the NLM UCUM library for every
 UCUM code. Reading the bundle back with mascds (tests/test_fhir_roundtrip.py) cannot catch what mascds itself
 gets wrong about FHIR.
