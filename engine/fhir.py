@@ -201,11 +201,6 @@ def _validate(items: list[_Item], source: str) -> None:
             continue
         try:
             item.model = model.model_validate(item.raw)
-        except (KeyError, TypeError, AttributeError, RecursionError) as exc:
-            # fhir.resources raises these (not a ValidationError) for some malformed input.
-            diags.append(_diag(source, item.path, f"{item.path}: not readable as FHIR R4 "
-                               f"({type(exc).__name__}: {str(exc)[:120]})",
-                               "fix the resource so it is valid FHIR R4", "E501"))
         except ValidationError as exc:
             for err in exc.errors()[:MAX_DIAGNOSTICS_PER_RESOURCE]:
                 where = ".".join(str(p) for p in err["loc"])
@@ -213,6 +208,11 @@ def _validate(items: list[_Item], source: str) -> None:
                 diags.append(_diag(source, item.path, f"{item.path}: {what}",
                                    "fix the resource so it is valid FHIR R4 (see the resource's page of the "
                                    "specification)", "E501"))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            # fhir.resources raises these (not a ValidationError) for some malformed input.
+            diags.append(_diag(source, item.path, f"{item.path}: not readable as FHIR R4 "
+                               f"({type(exc).__name__}: {str(exc)[:120]})",
+                               "fix the resource so it is valid FHIR R4", "E501"))
     if diags:
         raise LoadError(f"FHIR bundle {source} has resources that are not valid FHIR R4", diags)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import example, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 import engine
@@ -204,11 +204,14 @@ def _check(read: Any) -> None:
         ingest = read()
     except MascdsError as exc:
         assert str(exc).strip(), "an error without a message"
+        event(f"refused: {type(exc).__name__}")
         return
     finally:
         assert time.perf_counter() - started < PER_INPUT_SECONDS
     snap = ingest.snapshot
     result = _evaluate_both(snap)
+    event("evaluation refused" if result is None else
+          f"evaluated, {'with' if snap.input_errors else 'without'} input errors")
     if result is not None and snap.input_errors:
         assert result.complete is False, "an input error left the result marked complete"
     assert time.perf_counter() - started < PER_INPUT_SECONDS
