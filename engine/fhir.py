@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,18 +150,6 @@ def _id(resource: dict[str, Any]) -> str | None:
     return rid if isinstance(rid, str) and rid else None
 
 
-def _nodes(value: Any) -> Iterator[tuple[Any, int]]:
-    """Every JSON value inside ``value`` with its depth (1 for ``value`` itself), without recursion."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        yield node, depth
-        if depth > MAX_RESOURCE_DEPTH:
-            continue  # the caller stops at the first node this deep
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((c, depth + 1) for c in children)
-
-
 def _known_type(rtype: Any) -> bool:
     if not isinstance(rtype, str) or not rtype.isidentifier():
         return False
@@ -175,16 +163,28 @@ def _known_type(rtype: Any) -> bool:
 def _shape_problem(raw: dict[str, Any]) -> tuple[str, str] | None:
     """What makes a resource unreadable before its model is built (too deep, a contained resource of no FHIR R4
     type): fhir.resources fails on those with a RecursionError or KeyError instead of a validation error."""
-    for node, depth in _nodes(raw):
-        if depth > MAX_RESOURCE_DEPTH:
-            return (f"nested more than {MAX_RESOURCE_DEPTH} levels deep (extensions inside extensions?)",
-                    "flatten the resource; no FHIR R4 resource needs this depth")
-        if isinstance(node, dict) and "contained" in node and isinstance(node["contained"], list):
-            for c in node["contained"]:
-                rtype = c.get("resourceType") if isinstance(c, dict) else None
-                if not _known_type(rtype):
-                    return (f"a contained resource of type {str(rtype)[:40]!r}, which is not a FHIR R4 resource "
-                            "type", "give each contained resource a FHIR R4 resourceType (Medication, ...)")
+    deepest = 0
+    contained: list[Any] = []
+    level: list[Any] = [raw]
+    while level and deepest <= MAX_RESOURCE_DEPTH:  # one JSON level at a time: no recursion, stops early
+        deepest += 1
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                below.extend(node.values())
+                if isinstance(node.get("contained"), list):
+                    contained.extend(node["contained"])
+            elif isinstance(node, list):
+                below.extend(node)
+        level = [n for n in below if isinstance(n, (dict, list))]
+    if level:
+        return (f"nested more than {MAX_RESOURCE_DEPTH} levels deep (extensions inside extensions?)",
+                "flatten the resource; no FHIR R4 resource needs this depth")
+    for c in contained:
+        rtype = c.get("resourceType") if isinstance(c, dict) else None
+        if not _known_type(rtype):
+            return (f"a contained resource of type {str(rtype)[:40]!r}, which is not a FHIR R4 resource type",
+                    "give each contained resource a FHIR R4 resourceType (Medication, ...)")
     return None
 
 
