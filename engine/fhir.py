@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.adverseevent import AdverseEvent
 from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
 from fhir.resources.R4B.condition import Condition
@@ -56,6 +57,10 @@ _MODELS: dict[str, type[Resource]] = {
 READABLE_BUNDLE_TYPES = ("collection", "searchset", "transaction", "batch", "document")
 _REF_TAIL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 MAX_DIAGNOSTICS_PER_RESOURCE = 5
+# JSON nesting allowed in one resource. The deepest resource of the HL7 examples and the Synthea bundles nests 9
+# levels; fhir.resources recurses once per level (an extension inside an extension ...) and would exhaust Python's
+# stack at a few hundred, so deeper input is refused before it reaches the models.
+MAX_RESOURCE_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -147,12 +152,54 @@ def _id(resource: dict[str, Any]) -> str | None:
     return rid if isinstance(rid, str) and rid else None
 
 
+def _known_type(rtype: Any) -> bool:
+    if not isinstance(rtype, str) or not rtype.isidentifier():
+        return False
+    try:
+        get_fhir_model_class(rtype)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def _shape_problem(raw: dict[str, Any]) -> tuple[str, str] | None:
+    """What makes a resource unreadable before its model is built (too deep, a contained resource of no FHIR R4
+    type): fhir.resources fails on those with a RecursionError or KeyError instead of a validation error."""
+    deepest = 0
+    contained: list[Any] = []
+    level: list[Any] = [raw]
+    while level and deepest <= MAX_RESOURCE_DEPTH:  # one JSON level at a time: no recursion, stops early
+        deepest += 1
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                below.extend(node.values())
+                if isinstance(node.get("contained"), list):
+                    contained.extend(node["contained"])
+            elif isinstance(node, list):
+                below.extend(node)
+        level = [n for n in below if isinstance(n, (dict, list))]
+    if level:
+        return (f"nested more than {MAX_RESOURCE_DEPTH} levels deep (extensions inside extensions?)",
+                "flatten the resource; no FHIR R4 resource needs this depth")
+    for c in contained:
+        rtype = c.get("resourceType") if isinstance(c, dict) else None
+        if not _known_type(rtype):
+            return (f"a contained resource of type {str(rtype)[:40]!r}, which is not a FHIR R4 resource type",
+                    "give each contained resource a FHIR R4 resourceType (Medication, ...)")
+    return None
+
+
 def _validate(items: list[_Item], source: str) -> None:
     """Parse every resource of a type mascds reads, once; every failure is a diagnostic naming the entry."""
     diags: list[Diagnostic] = []
     for item in items:
         model = _MODELS.get(item.rtype)
         if model is None:
+            continue
+        shape = _shape_problem(item.raw)
+        if shape is not None:
+            diags.append(_diag(source, item.path, f"{item.path}: {shape[0]}", shape[1], "E501"))
             continue
         try:
             item.model = model.model_validate(item.raw)
@@ -163,8 +210,62 @@ def _validate(items: list[_Item], source: str) -> None:
                 diags.append(_diag(source, item.path, f"{item.path}: {what}",
                                    "fix the resource so it is valid FHIR R4 (see the resource's page of the "
                                    "specification)", "E501"))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            # fhir.resources raises these (not a ValidationError) for some malformed input.
+            diags.append(_diag(source, item.path, f"{item.path}: not readable as FHIR R4 "
+                               f"({type(exc).__name__}: {str(exc)[:120]})",
+                               "fix the resource so it is valid FHIR R4", "E501"))
     if diags:
         raise LoadError(f"FHIR bundle {source} has resources that are not valid FHIR R4", diags)
+
+
+@dataclass(frozen=True)
+class _Duplicates:
+    warnings: tuple[tuple[str, str], ...]  # (resource, why): identical copies, one kept
+    errors: tuple[tuple[str, str, str], ...]  # (resource, message, hint): copies that differ, all left out
+    conflicting_types: frozenset[str]
+
+
+def _same_resource_key(item: _Item) -> tuple[str, str] | None:
+    if item.rid:
+        return (item.rtype, item.rid)
+    return (item.rtype, item.full_url) if item.full_url else None
+
+
+def _content(raw: dict[str, Any]) -> dict[str, Any]:
+    # meta (versionId, lastUpdated, source, tags) changes between two reads of the same resource and mascds
+    # reads none of it; everything else must be equal for two copies to be one resource.
+    return {k: v for k, v in raw.items() if k != "meta"}
+
+
+def _dedupe(items: list[_Item]) -> tuple[list[_Item], _Duplicates]:
+    """Each resource once. Copies of one resource (same type and id, or same fullUrl when there is no id) that
+    are identical are read once with a warning; copies that differ are all left out with an input error naming
+    them, since mascds cannot tell which is current (counting both would double a course of treatment)."""
+    groups: dict[tuple[str, str], list[_Item]] = {}
+    for item in items:
+        key = _same_resource_key(item)
+        if key is not None:
+            groups.setdefault(key, []).append(item)
+    warnings: list[tuple[str, str]] = []
+    errors: list[tuple[str, str, str]] = []
+    dropped: set[int] = set()
+    conflicting: set[str] = set()
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        first, rest = group[0], group[1:]
+        where = ", ".join(i.label for i in group[:4]) + (f" and {len(group) - 4} more" if len(group) > 4 else "")
+        if all(_content(i.raw) == _content(first.raw) for i in rest):
+            warnings.append((first.ref, f"{where} hold the same resource; read once"))
+            dropped.update(id(i) for i in rest)
+        else:
+            errors.append((first.ref, f"{where} hold different resources with the same type and id; all left out",
+                           "send one version of each resource"))
+            dropped.update(id(i) for i in group)
+            conflicting.add(first.rtype)
+    return [i for i in items if id(i) not in dropped], _Duplicates(tuple(warnings), tuple(errors),
+                                                                      frozenset(conflicting))
 
 
 def _ref_key(reference: str) -> str:
@@ -257,12 +358,17 @@ def _read(items: list[_Item], source: str, patient_id: str | None, not_fetched: 
     bad = [s for s in unknown if s not in SECTION_NAMES]
     if bad:
         raise UsageError(f"not_fetched: unknown section '{bad[0]}'; " + choices_hint(bad[0], SECTION_NAMES))
+    items, duplicates = _dedupe(items)
     _validate(items, source)
     record = _Record(items)
     chosen = _choose_patient(record, source, patient_id)
     several = len({k for k in (record.subject_key(i)[0] for i in items) if k} |
                   {i.ref for i in items if i.rtype == "Patient"}) > 1
     mapper = Mapper(record.resolve)
+    for ref, why in duplicates.warnings:
+        mapper.warn(ref, why)
+    for ref, message, hint in duplicates.errors:
+        mapper.error(ref, message, hint)
     dispatch: dict[str, Any] = {
         "Observation": mapper.observation, "Condition": mapper.condition,
         "MedicationAdministration": mapper.medication_administration, "MedicationRequest": mapper.medication_request,
@@ -292,7 +398,8 @@ def _read(items: list[_Item], source: str, patient_id: str | None, not_fetched: 
     patient = mapper.patient
     if patient is None:
         patient = SnapshotPatient(chosen or "Patient", False, None, None, None, None)
-        mapper.warn("Patient", "no Patient resource for this record; age and sex are unknown")
+        if "Patient" not in duplicates.conflicting_types:
+            mapper.warn("Patient", "no Patient resource for this record; age and sex are unknown")
     pid = chosen.removeprefix("Patient/") if chosen else None
     snapshot = Snapshot(
         id=record_id or pid or "fhir",
@@ -341,6 +448,11 @@ def snapshot_from_resources(resources: Iterable[dict[str, Any]], source: str = "
     return _read(items, source, patient_id, not_fetched, None)
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON (and so FHIR) does not have.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def load_fhir(path: str | Path, *, patient_id: str | None = None) -> FhirIngest:
     """Read a JSON file holding a FHIR R4 Bundle (collection, searchset or transaction) into a snapshot."""
     from .load import display_path
@@ -354,11 +466,15 @@ def load_fhir(path: str | Path, *, patient_id: str | None = None) -> FhirIngest:
             shown, 1, 1, "E004", f"cannot read the file: {exc.strerror if isinstance(exc, OSError) else exc}",
             "check the path")]) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise LoadError(f"FHIR bundle {shown} is not JSON", [_diag(
             shown, "", f"not valid JSON: {exc.msg}", "a FHIR bundle is a JSON file; check the file's syntax",
             line=exc.lineno, col=exc.colno)]) from None
+    except (RecursionError, ValueError) as exc:
+        what = "nested too deep to read" if isinstance(exc, RecursionError) else str(exc)
+        raise LoadError(f"FHIR bundle {shown} is not JSON", [_diag(
+            shown, "", f"not valid JSON: {what}", "a FHIR bundle is a JSON file; check the file's syntax")]) from None
     return snapshot_from_bundle(data, shown, patient_id=patient_id)
 
 

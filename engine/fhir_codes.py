@@ -23,6 +23,7 @@ MASCDS_SYSTEMS = {
     "organ-support": f"{MASCDS_BASE}/CodeSystem/organ-support",
     "finding": f"{MASCDS_BASE}/CodeSystem/finding",
     "stop-reason": f"{MASCDS_BASE}/CodeSystem/stop-reason",
+    "analyte": f"{MASCDS_BASE}/CodeSystem/analyte",  # an analyte without a LOINC code in analytes.yaml (sCD25)
 }
 
 

@@ -157,7 +157,8 @@ class _Writer:
             "resourceType": "Observation", "status": "final",
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                                       "code": category}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": a.loinc[0], "display": a.name}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": a.loinc[0], "display": a.name} if a.loinc
+                                else {"system": MASCDS_SYSTEMS["analyte"], "code": o.analyte, "display": a.name}],
                      "text": a.name},
             "subject": self.subject, "effectiveDateTime": iso(o.time), "valueQuantity": qty,
         }, o.illustrative)
@@ -205,8 +206,11 @@ class _Writer:
                 res["effectiveDateTime"] = iso(c.start)
             else:
                 res["effectivePeriod"] = {"start": iso(c.start)} | ({"end": iso(c.end)} if c.end is not None else {})
-            if dosage:
+            if "dose" in dosage or "rateQuantity" in dosage:
                 res["dosage"] = dosage
+            elif route is not None:
+                # FHIR mad-1: a dosage needs a dose or a rate; a route alone goes in a mascds extension.
+                res["extension"] = [_ext("route", valueCodeableConcept=route)]
             self.add(self._course_common(c, res), c.illustrative)
             return
         # A course of repeated doses: a MedicationRequest whose timing gives the interval and the bounds.

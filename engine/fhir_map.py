@@ -7,11 +7,12 @@ incomplete). docs/fhir.md describes every decision.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fhir.resources.R4B.adverseevent import AdverseEvent
 from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
@@ -99,7 +100,8 @@ def has_extension(resource: Any, name: str) -> Any:
     """The value of a mascds extension on a resource or element, or None."""
     for ext in getattr(resource, "extension", None) or ():
         if ext.url == extension_url(name):
-            for attr in ("valueBoolean", "valueDateTime", "valueAge", "valueQuantity", "valueCode"):
+            for attr in ("valueBoolean", "valueDateTime", "valueAge", "valueQuantity", "valueCode",
+                         "valueCodeableConcept"):
                 value = getattr(ext, attr, None)
                 if value is not None:
                     return value
@@ -110,6 +112,37 @@ def extension_values(resource: Any, name: str) -> list[Any]:
     """Every value of a repeatable mascds extension (valueCode)."""
     return [ext.valueCode for ext in getattr(resource, "extension", None) or ()
             if ext.url == extension_url(name) and ext.valueCode]
+
+
+_T = TypeVar("_T")
+
+
+class UnitConflict(ValueError):
+    """A Quantity whose UCUM ``code`` and human ``unit`` name different units."""
+
+
+def read_quantity_unit(qty: Quantity, is_ucum: bool, known: Callable[[str], bool],
+                       read: Callable[[str], _T]) -> tuple[_T, str | None]:
+    """Read a Quantity's unit by the rule of docs/fhir.md, returning (what ``read`` gave, a note for a warning).
+
+    The ``code`` is read when ``system`` is UCUM, or absent (FHIR qty-3 requires it; the note says so); a ``unit``
+    that mascds knows must then mean the same (else :class:`UnitConflict`), a unit text it does not know is
+    display only. With another system, or no code, the ``unit`` text is read. ``read`` raises
+    :class:`~engine.units.UnitError` for a unit it cannot use; ``known`` says whether a spelling is in the table."""
+    code = (qty.code or "").strip()
+    unit = (qty.unit or "").strip()
+    if code and (is_ucum or not qty.system):
+        note = None if qty.system else f"unit code '{code}' has no system (FHIR qty-3); read as a UCUM code"
+        value = read(code)
+        if unit and unit != code and known(unit):
+            try:
+                other = read(unit)
+            except UnitError:
+                raise UnitConflict(f"code '{code}' and unit '{unit}' name different units") from None
+            if other != value:
+                raise UnitConflict(f"code '{code}' and unit '{unit}' name different units")
+        return value, note
+    return read(unit), None
 
 
 @dataclass(frozen=True)
@@ -236,10 +269,13 @@ class Mapper:
         weight = has_extension(p, "baseline-weight")
         weight_kg = None
         if weight is not None and weight.value is not None:
+            value = float(weight.value)
             try:
-                weight_kg = to_canonical("body-weight", float(weight.value), weight.code or weight.unit or "")
-            except UnitError as exc:
-                self.error(ref, f"baseline weight: {exc}", exc.hint)
+                weight_kg, _ = read_quantity_unit(weight, self.t.system_name(weight.system) == "ucum",
+                                                  lambda u: self.v.unit_code(u) is not None,
+                                                  lambda u: to_canonical("body-weight", value, u))
+            except (UnitError, UnitConflict) as exc:
+                self.error(ref, f"baseline weight: {exc}", getattr(exc, "hint", "correct the unit"))
         self.not_recorded.update(str(s) for s in extension_values(p, "not-recorded"))
         self.patient = Patient(ref, self.illustrative(p), sex, birth, age_years, weight_kg)
         return True
@@ -276,6 +312,8 @@ class Mapper:
 
     def _analyte(self, cc: CodeableConcept | None) -> str | None:
         for system, code, _ in codings(cc):
+            if system == MASCDS_SYSTEMS["analyte"] and code in self.v.analytes:
+                return code
             if self.t.system_name(system) == "loinc":
                 found = self.t.analyte_for_loinc(code)
                 if found:
@@ -298,21 +336,30 @@ class Mapper:
             return False
         value = float(qty.value)
         unit_text = (qty.unit or qty.code or "").strip()
+        if not math.isfinite(value):
+            self.error(ref, f"{a.name} value {value:g} is not a number; left out", "record the measured value")
+            return False
         if qty.comparator:
             self.error(ref, f"{a.name} '{qty.comparator}{value:g} {unit_text}' is not an exact value; left out",
                        "mascds compares exact values; record the measured value")
             return False
-        ucum = self.t.system_name(qty.system) == "ucum" or not qty.system
-        unit = (qty.code if ucum and qty.code else qty.unit or "").strip()
-        if not unit:
+        ucum = self.t.system_name(qty.system) == "ucum"
+        if not ((qty.code or "").strip() and (ucum or not qty.system)) and not (qty.unit or "").strip():
             self.error(ref, f"{a.name} {value:g} has no unit; left out",
                        "give valueQuantity.code (UCUM), e.g. " + ", ".join(sorted(a.units)[:3]))
             return False
         try:
-            canonical = to_canonical(analyte, value, unit)
+            canonical, note = read_quantity_unit(qty, ucum, lambda u: self.v.unit_code(u) is not None,
+                                                 lambda u: to_canonical(analyte, value, u))
+        except UnitConflict as exc:
+            self.error(ref, f"{a.name} {value:g}: valueQuantity {exc}; left out",
+                       "make Quantity.unit the display of the UCUM Quantity.code, or correct the code")
+            return False
         except UnitError as exc:
             self.error(ref, f"{exc}; left out", exc.hint)
             return False
+        if note is not None:
+            self.warn(ref, f"{a.name}: {note}")
         lo, hi = a.plausible
         shown = self.v.display_unit(a.canonical)
         if not lo <= canonical <= hi:
@@ -452,14 +499,23 @@ class Mapper:
         if qty is None or qty.value is None:
             return None
         value = float(qty.value)
-        ucum = self.t.system_name(qty.system) == "ucum" or not qty.system
-        unit = (qty.code if ucum and qty.code else qty.unit or "").strip()
         shown = (qty.unit or qty.code or "").strip()
+        if not math.isfinite(value):
+            self.error(ref, f"{what} {value:g} is not a number; the course is kept without a dose", "check the dose")
+            return None
         try:
-            dose = parse_dose(value, unit)
+            dose, note = read_quantity_unit(qty, self.t.system_name(qty.system) == "ucum",
+                                            lambda u: self.v.dose_unit(u) is not None,
+                                            lambda u: replace(parse_dose(value, u), written=""))
+        except UnitConflict as exc:
+            self.error(ref, f"{what} {value:g}: {exc}; the course is kept without a dose",
+                       "make Quantity.unit the display of the UCUM Quantity.code, or correct the code")
+            return None
         except UnitError as exc:
             self.warn(ref, f"{what} '{value:g} {shown}' not used: {exc}")
             return None
+        if note is not None:
+            self.warn(ref, f"{what}: {note}")
         if value < 0:
             self.error(ref, f"negative {what} {value:g} {shown}; the course is kept without a dose", "check the dose")
             return None
@@ -474,7 +530,7 @@ class Mapper:
             num, den = ratio.numerator, ratio.denominator
             if den.value is not None and float(den.value) == 1 and num.value is not None:
                 unit = f"{num.code or num.unit}/{den.code or den.unit}"
-                return self._dose(Quantity(value=num.value, code=unit, unit=unit), ref, "rate")
+                return self._dose(Quantity(value=num.value, unit=unit), ref, "rate")
             self.warn(ref, "rateRatio with a denominator other than 1 is not used; the course is kept without a rate")
         return None
 
@@ -501,8 +557,9 @@ class Mapper:
         return None, count
 
     def _course(self, ref: str, ill: bool, drug: str, dosage: Any, start: int, end: int | None, frequency: str,
-                dose: Dose | None, regimen: str | None) -> bool:
-        route, local = self._route(getattr(dosage, "route", None), ref) if dosage is not None else (None, False)
+                dose: Dose | None, regimen: str | None, route_concept: CodeableConcept | None = None) -> bool:
+        concept = getattr(dosage, "route", None) if dosage is not None else route_concept
+        route, local = self._route(concept, ref) if concept is not None else (None, False)
         if local:
             self.warn(ref, f"{self.v.drugs[drug].name} by a route of local application; not a systemic course")
             return False
@@ -552,7 +609,7 @@ class Mapper:
             dose = self._dose(dosage.dose, ref) if dosage is not None else None
         n = len(self.courses)
         ok = self._course(ref, self.illustrative(m), drug, dosage, start, end, frequency, dose,
-                          has_extension(m, "regimen"))
+                          has_extension(m, "regimen"), has_extension(m, "route"))
         reason = has_extension(m, "stop-reason")  # statusReason here is why a dose was not given
         if reason is not None:
             concept = CodeableConcept.model_validate(

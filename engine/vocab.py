@@ -9,6 +9,7 @@ tables); :meth:`Vocabulary.name` gives a term's name in a language, English wher
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,6 +27,29 @@ except ImportError:  # pragma: no cover
 # The tables of terms a clinician sees; each term has an English name and may have a zh-CN one.
 TABLES = ("analytes", "drugs", "drug_classes", "diagnoses", "manifestations", "severities", "organ_support", "routes",
           "frequencies", "regimens", "procedures", "findings", "stop_reasons")
+
+
+_SPACE_AROUND = re.compile(r"\s*([/^×*])\s*|(?<=[x×])\s+(?=\d)")
+
+
+def fold_unit(text: str) -> str:
+    """A unit spelling in the form the alias table is matched in.
+
+    Case is folded only where it cannot turn one unit into another: ``l``/``L`` (both are the litre in UCUM) and
+    inside ``[...]`` and ``{...}`` (UCUM's bracketed units and annotations: ``[IU]`` and ``[iU]`` are one unit).
+    Everywhere else case is meaning - ``G`` (giga) is not ``g`` (gram), ``M`` (mega) not ``m`` (milli), ``K``
+    (kelvin) not ``k`` (kilo) - so those spellings match only as the table writes them. Also: the Greek letter mu
+    is the micro sign, and spaces around ``/``, ``^``, ``*``, ``×`` and after a leading ``x`` are dropped
+    (``x 10^9 / L`` is ``x10^9/L``)."""
+    t = " ".join(text.strip().replace("\u03bc", "\u00b5").split())
+    t = _SPACE_AROUND.sub(lambda m: m.group(1) or "", t)
+    out: list[str] = []
+    depth = 0
+    for ch in t:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        out.append(ch.upper() if depth > 0 or ch == "l" else ch)
+    return "".join(out)
 
 
 def pick(name: str, zh_cn: str | None, lang: str) -> str:
@@ -127,8 +151,13 @@ class Vocabulary:
             for key, spec in raw_analytes.items()
         }
         units = _read("units.yaml")
-        self.unit_aliases: dict[str, str] = {str(k).lower(): str(v) for k, v in units["aliases"].items()}
         self.unit_display: dict[str, str] = {str(k): str(v) for k, v in units["display"].items()}
+        self.unit_aliases: dict[str, str] = {}
+        for spelling, code in [*((c, c) for c in self.unit_display), *units["aliases"].items()]:
+            key = fold_unit(str(spelling))
+            if self.unit_aliases.setdefault(key, str(code)) != str(code):
+                raise ValueError(f"units.yaml: '{spelling}' and another spelling fold to '{key}' but name "
+                                 f"{self.unit_aliases[key]} and {code}")
         self.dose_units: dict[str, DoseUnit] = {
             code: DoseUnit(code, spec["dimension"], Fraction(str(spec["factor"])))
             for code, spec in units["dose_units"].items()
@@ -207,11 +236,11 @@ class Vocabulary:
         return self._loinc.get(code.strip())
 
     def unit_code(self, text: str) -> str | None:
-        """UCUM code for what an author wrote, or None when unknown."""
+        """UCUM code for what an author wrote, or None when unknown (see :func:`fold_unit`)."""
         t = text.strip()
         if t in self.unit_display:
             return t
-        return self.unit_aliases.get(t.lower())
+        return self.unit_aliases.get(fold_unit(t))
 
     def dose_unit(self, text: str) -> DoseUnit | None:
         t = text.strip()

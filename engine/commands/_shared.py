@@ -82,7 +82,7 @@ def is_fhir_file(path: str) -> bool:
         return False
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # nested too deep: the FHIR reader says so with its place
         return '"resourceType"' in text
     return isinstance(data, dict) and "resourceType" in data
 

@@ -252,18 +252,11 @@ def draft_resources(ctx: OrderSignContext, now: float) -> list[dict[str, Any]]:
 
 
 def _merge(drafts: list[dict[str, Any]], fetched: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Draft orders first (the client's in-memory version wins), then the record, each resource once."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for r in [*drafts, *fetched]:
-        rid = r.get("id")
-        if isinstance(rid, str):
-            key = (r["resourceType"], rid)
-            if key in seen:
-                continue
-            seen.add(key)
-        out.append(r)
-    return out
+    """Draft orders first, then the record without the stored copies of the drafts (the client's in-memory
+    version wins). Other repeated resources are left to engine.fhir, which reads identical copies once and
+    refuses copies that differ, for bundles and calls alike."""
+    drafted = {(r["resourceType"], r["id"]) for r in drafts if isinstance(r.get("id"), str)}
+    return [*drafts, *(r for r in fetched if (r["resourceType"], r.get("id")) not in drafted)]
 
 
 def _check_patient(resources: list[dict[str, Any]], patient_id: str) -> bool:
