@@ -43,6 +43,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from ..errors import EvaluationError, LoadError, UsageError
 from ..kb import default_rules_dir
@@ -76,6 +77,9 @@ from .prefetch import (
 from .reload import KnowledgeBaseHolder, Reloader
 
 log = logging.getLogger("mascds.service")
+# The HTTP client's loggers write every URL fetched (httpx at INFO, httpcore at DEBUG with response headers),
+# and FHIR URLs carry the patient's id: they log warnings only, at any level the service runs at.
+QUIET_LOGGERS = ("httpx", "httpcore")
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[MutableMapping[str, Any]]],
                     Callable[[MutableMapping[str, Any]], Awaitable[None]]], Awaitable[None]]
 Scope = MutableMapping[str, Any]
@@ -183,6 +187,10 @@ class Guard:
             await self.app(scope, counted, send_with_headers)
         except _TooLarge:
             await fail(413, [f"the request body is larger than {limit} bytes"])
+        except ClientDisconnect:  # the client went away before its request was read: nobody to answer
+            info["client"] = "disconnected"
+            log.info("client disconnected before the request was read on %s %s", scope.get("method"),
+                     scope.get("path"))
         except Exception as exc:  # a fault of the service: logged by type and place only (messages may hold data)
             log.error("internal error %s at %s on %s %s", type(exc).__name__, _place(exc), scope.get("method"),
                       scope.get("path"))
@@ -401,6 +409,8 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
                holder: KnowledgeBaseHolder | None = None) -> FastAPI:
     """The service, ready for uvicorn. Loads the knowledge base now (:class:`~engine.errors.LoadError` if it
     cannot); ``dev_no_auth`` turns authentication off (development only; logged loudly)."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     directory = settings.knowledge_base or default_rules_dir()
     holder = holder or KnowledgeBaseHolder(Path(directory))
     overrides = settings.services
@@ -548,6 +558,9 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
             raise Problem(400, exc.lines) from None
         except PreconditionFailed as exc:
             raise Problem(412, exc.lines) from None
+        log.debug("%s %s: %d resources; fetched %s; not fetched %s", svc.id, req.hookInstance,
+                  len(gathered.resources), ",".join(gathered.fetched_keys) or "-",
+                  ",".join(gathered.not_fetched_keys) or "-")  # key names only: no patient data
         now = time.time()
         drafts = draft_resources(ctx, now) if isinstance(ctx, OrderSignContext) else []
         loop = asyncio.get_running_loop()
