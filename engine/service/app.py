@@ -51,7 +51,7 @@ from ..snapshot import Snapshot
 from .auth import AuthError, Caller, ReplayCache, ReplayStoreError, SharedReplayStore, Verifier
 from .cards import EXTENSION_KEY, CardContext, KnowledgeBaseView, build_cards
 from .config import Settings
-from .feedback import FeedbackStore, IssuedCard
+from .feedback import FeedbackStore, IssuedCard, StoreUnavailable
 from .models import (
     CDSHooksRequest,
     CDSHooksResponse,
@@ -80,6 +80,7 @@ log = logging.getLogger("mascds.service")
 # The HTTP client's loggers write every URL fetched (httpx at INFO, httpcore at DEBUG with response headers),
 # and FHIR URLs carry the patient's id: they log warnings only, at any level the service runs at.
 QUIET_LOGGERS = ("httpx", "httpcore")
+STORE_RETRY_AFTER_SECONDS = 30
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[MutableMapping[str, Any]]],
                     Callable[[MutableMapping[str, Any]], Awaitable[None]]], Awaitable[None]]
 Scope = MutableMapping[str, Any]
@@ -512,6 +513,12 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         except orjson.JSONDecodeError as exc:
             raise Problem(400, [f"the body is not valid JSON: {exc}"], code="structure") from None
 
+    def store_unavailable(exc: StoreUnavailable, what: str) -> Problem:
+        # 503, not 200: nothing is acknowledged that was not stored; the client may send it again later.
+        log.error("feedback database unavailable: %s", exc)
+        return Problem(503, [f"{what}: the service's feedback database is unavailable (the fault has been "
+                             "logged); send it again later"], {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
+
     def service_of(service_id: str) -> ServiceDef:
         svc = state.services.get(service_id)
         if svc is None:
@@ -570,7 +577,10 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         # are serialised anyway: the rule engine holds the GIL and a lock).
         def work() -> Evaluation:
             ev = evaluate_call(view, svc, ctx, gathered, drafts, now, state.docs_url)
-            state.store.record_cards(svc.id, req.hookInstance, view.to_json(), ev.cards)
+            try:
+                state.store.record_cards(svc.id, req.hookInstance, view.to_json(), ev.cards)
+            except StoreUnavailable as exc:  # the advice still goes out; only its feedback loses the rule
+                log.error("issued cards not recorded: the feedback database is unavailable (%s)", exc)
             return ev
 
         result = await loop.run_in_executor(state.cpu, work)
@@ -587,8 +597,11 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
             fb = FeedbackRequest.model_validate(data)
         except ValidationError as exc:
             raise Problem(400, error_lines(exc)) from None
-        stored = await run_in_threadpool(state.store.add_feedback, svc.id, fb.feedback,
-                                         caller.issuer, caller.tenant)
+        try:
+            stored = await run_in_threadpool(state.store.add_feedback, svc.id, fb.feedback,
+                                             caller.issuer, caller.tenant)
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc, "the feedback was not stored") from None
         request.scope["mascds"]["feedback"] = stored
         return json_response({"stored": stored}, holder.current)
 
@@ -602,10 +615,13 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         except ValueError:
             raise Problem(400, ["limit is a number"]) from None
         own = state.verifier is not None
-        rows = await run_in_threadpool(
-            lambda: state.store.query(service_id=svc.id, rule_id=q.get("rule"), outcome=q.get("outcome"),
-                                      since=q.get("since"), issuer=caller.issuer if own else None,
-                                      tenant=caller.tenant if own else None, limit=limit))
+        try:
+            rows = await run_in_threadpool(
+                lambda: state.store.query(service_id=svc.id, rule_id=q.get("rule"), outcome=q.get("outcome"),
+                                          since=q.get("since"), issuer=caller.issuer if own else None,
+                                          tenant=caller.tenant if own else None, limit=limit))
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc, "the feedback could not be read") from None
         return json_response({"feedback": rows}, holder.current)
 
     @app.get("/rules/{rule_id}")
