@@ -52,6 +52,7 @@ from .auth import AuthError, Caller, ReplayCache, ReplayStoreError, SharedReplay
 from .cards import EXTENSION_KEY, CardContext, KnowledgeBaseView, build_cards
 from .config import Settings
 from .feedback import FeedbackStore, IssuedCard, StoreUnavailable
+from .isolate import EvaluationFailed, IsolatedEvaluator, Job, Rejected, docs_url_for
 from .models import (
     CDSHooksRequest,
     CDSHooksResponse,
@@ -219,12 +220,24 @@ class ServiceState:
     dev_no_auth: bool = False
     cpu: concurrent.futures.ThreadPoolExecutor = field(default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="mascds-evaluate"))
+    evaluator: IsolatedEvaluator | None = None  # the evaluation child process (settings.isolate_evaluation)
 
     def docs_url(self, rule_id: str) -> str:
-        template = self.settings.rule_docs_url
-        if template is not None:
-            return template.replace("{rule_id}", rule_id)
-        return f"{self.settings.base_url}/rules/{rule_id}"
+        return docs_url_for(self.settings, rule_id)
+
+    def evaluate(self, view: KnowledgeBaseView, svc: ServiceDef, ctx: PatientViewContext, gathered: Gathered,
+                 drafts: list[dict[str, Any]], now: float) -> Evaluation:
+        """One call's evaluation, in the child process when there is one (on the evaluation thread)."""
+        if self.evaluator is None:
+            return evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url)
+        try:
+            return self.evaluator.evaluate(Job(view.kb.content_hash, svc, ctx, gathered, drafts, now))
+        except Rejected as exc:
+            raise Problem(exc.status, exc.lines, code=exc.code) from None
+        except EvaluationFailed as exc:
+            if exc.retry:
+                raise Problem(503, [f"{exc}; try again"], {"Retry-After": "1"}) from None
+            raise Problem(500, [f"{exc}; the fault has been logged and the service goes on"]) from None
 
 
 def _iso(epoch: float) -> str:
@@ -451,12 +464,23 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         state.reloader = Reloader(holder, settings.reload.watch, settings.reload.poll_seconds)
         state.reloader.start()
         loop = asyncio.get_running_loop()
+        view = holder.current
+        if settings.isolate_evaluation:
+            state.evaluator = IsolatedEvaluator(settings, Path(directory))
+            await asyncio.to_thread(state.evaluator.start)
+        else:
+            warm_up(view, state.docs_url)
+
+        def hangup() -> None:
+            assert state.reloader is not None
+            state.reloader.request()
+            if state.evaluator is not None:
+                state.evaluator.signal(signal.SIGHUP)
+
         hup = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, state.reloader.request)
+            loop.add_signal_handler(signal.SIGHUP, hangup)
             hup = True
-        view = holder.current
-        warm_up(view, state.docs_url)
         freeze_heap()
         log.info("serving %s (%s) from %s; base URL %s; auth %s", view.label, view.kb.content_hash, directory,
                  settings.base_url, "OFF" if dev_no_auth else f"{len(settings.auth.issuers)} issuer(s)")
@@ -467,6 +491,8 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
                 loop.remove_signal_handler(signal.SIGHUP)
             state.reloader.stop()
             state.cpu.shutdown(wait=True)
+            if state.evaluator is not None:
+                state.evaluator.close()
             await state.http.aclose()
             state.store.close()
             if isinstance(replays, SharedReplayStore):
@@ -576,7 +602,7 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         # request bodies and write answers meanwhile, which keeps the latency of queued calls even (evaluations
         # are serialised anyway: the rule engine holds the GIL and a lock).
         def work() -> Evaluation:
-            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, state.docs_url)
+            ev = state.evaluate(view, svc, ctx, gathered, drafts, now)
             try:
                 state.store.record_cards(svc.id, req.hookInstance, view.to_json(), ev.cards)
             except StoreUnavailable as exc:  # the advice still goes out; only its feedback loses the rule
@@ -634,8 +660,10 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
     @app.get("/healthz")
     async def health() -> Response:
         view = holder.current
+        evaluation = {"isolated": state.evaluator is not None,
+                      "restarts": state.evaluator.restarts if state.evaluator is not None else 0}
         return json_response({"status": "ok", "knowledge_base": view.to_json(), "reload": holder.status.to_json(),
-                              "auth": "disabled" if dev_no_auth else "jwt"}, view)
+                              "auth": "disabled" if dev_no_auth else "jwt", "evaluation": evaluation}, view)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
