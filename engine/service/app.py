@@ -226,10 +226,12 @@ class ServiceState:
         return docs_url_for(self.settings, rule_id)
 
     def evaluate(self, view: KnowledgeBaseView, svc: ServiceDef, ctx: PatientViewContext, gathered: Gathered,
-                 drafts: list[dict[str, Any]], now: float) -> Evaluation:
-        """One call's evaluation, in the child process when there is one (on the evaluation thread)."""
+                 drafts: list[dict[str, Any]], now: float) -> tuple[bytes, list[IssuedCard]]:
+        """One call's evaluation, in the child process when there is one (on the evaluation thread): the answer
+        (JSON bytes) and the cards to record."""
         if self.evaluator is None:
-            return evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url)
+            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url)
+            return orjson.dumps(ev.response), ev.cards
         try:
             return self.evaluator.evaluate(Job(view.kb.content_hash, svc, ctx, gathered, drafts, now))
         except Rejected as exc:
@@ -351,7 +353,7 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
     issued = []
     for c in cards:
         ext = (c.extension or {}).get(EXTENSION_KEY, {})
-        issued.append(IssuedCard(c, ext.get("kind", ""), ext.get("rule_id"), ext.get("rule_version")))
+        issued.append(IssuedCard.of(c, ext.get("kind", ""), ext.get("rule_id"), ext.get("rule_version")))
     response = CDSHooksResponse(cards=cards, extension={EXTENSION_KEY: {
         "knowledge_base": view.to_json(), "evaluated_at": _iso(now), "complete": result.complete,
         **({"not_fetched": gathered.not_fetched_keys} if gathered.not_fetched_keys else {}),
@@ -601,17 +603,17 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         # The CPU-bound part runs on one worker thread, in arrival order: the event loop stays free to read
         # request bodies and write answers meanwhile, which keeps the latency of queued calls even (evaluations
         # are serialised anyway: the rule engine holds the GIL and a lock).
-        def work() -> Evaluation:
-            ev = state.evaluate(view, svc, ctx, gathered, drafts, now)
+        def work() -> tuple[bytes, list[IssuedCard]]:
+            answer, cards = state.evaluate(view, svc, ctx, gathered, drafts, now)
             try:
-                state.store.record_cards(svc.id, req.hookInstance, view.to_json(), ev.cards)
+                state.store.record_cards(svc.id, req.hookInstance, view.to_json(), cards)
             except StoreUnavailable as exc:  # the advice still goes out; only its feedback loses the rule
                 log.error("issued cards not recorded: the feedback database is unavailable (%s)", exc)
-            return ev
+            return answer, cards
 
-        result = await loop.run_in_executor(state.cpu, work)
-        request.scope["mascds"]["cards"] = len(result.cards)
-        return json_response(result.response, view)
+        answer, cards = await loop.run_in_executor(state.cpu, work)
+        request.scope["mascds"]["cards"] = len(cards)
+        return Response(answer, status_code=200, media_type="application/json", headers=kb_headers(view))
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:

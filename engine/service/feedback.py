@@ -73,10 +73,20 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class IssuedCard:
-    card: Card
+    """What is recorded of a card: plain values (cheap to send from the evaluation process)."""
+
+    uuid: str
     kind: str
     rule_id: str | None
     rule_version: str | None
+    indicator: str
+    summary: str
+    suggestions: dict[str, str]  # suggestion uuid -> label
+
+    @classmethod
+    def of(cls, card: Card, kind: str, rule_id: str | None, rule_version: str | None) -> IssuedCard:
+        return cls(card.uuid or "", kind, rule_id, rule_version, card.indicator, card.summary,
+                   {s.uuid: s.label for s in card.suggestions or () if s.uuid})
 
 
 class FeedbackStoreError(UsageError):
@@ -157,9 +167,8 @@ class FeedbackStore:
         if not cards:
             return
         at = _now()
-        rows = [(c.card.uuid, service_id, hook_instance, c.kind, c.rule_id, c.rule_version, c.card.indicator,
-                 c.card.summary, json.dumps({s.uuid: s.label for s in c.card.suggestions or () if s.uuid}),
-                 kb["name"], kb["version"], kb["content_hash"], at) for c in cards]
+        rows = [(c.uuid, service_id, hook_instance, c.kind, c.rule_id, c.rule_version, c.indicator, c.summary,
+                 json.dumps(c.suggestions), kb["name"], kb["version"], kb["content_hash"], at) for c in cards]
         with self._lock:
             self._usable()
             try:

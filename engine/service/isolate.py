@@ -31,12 +31,14 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from .config import Settings
 from .models import PatientViewContext
 from .prefetch import Gathered, ServiceDef
 
 if TYPE_CHECKING:
-    from .app import Evaluation
+    from .feedback import IssuedCard
 
 log = logging.getLogger("mascds.service")
 KEPT_KNOWLEDGE_BASES = 2
@@ -134,7 +136,7 @@ def _child_main(settings: Settings, directory: str, conn: multiprocessing.connec
         except Exception as exc:  # a fault of the service: by type and place only (messages may hold data)
             conn.send(("error", f"{type(exc).__name__} at {_place(exc)}"))
             continue
-        conn.send(("ok", ev))
+        conn.send(("ok", orjson.dumps(ev.response), ev.cards))  # the answer's bytes: cheaper to send than objects
 
 
 class IsolatedEvaluator:
@@ -197,7 +199,8 @@ class IsolatedEvaluator:
         self.restarts += 1
         self.start()
 
-    def evaluate(self, job: Job) -> Evaluation:
+    def evaluate(self, job: Job) -> tuple[bytes, list[IssuedCard]]:
+        """The call's answer (JSON bytes) and its cards to record."""
         with self._lock:
             if self._proc is None or not self._proc.is_alive():
                 self._replace("was not running")
@@ -213,8 +216,7 @@ class IsolatedEvaluator:
                 raise EvaluationFailed("the evaluation of this record stopped the rule engine") from None
         kind = reply[0]
         if kind == "ok":
-            result: Evaluation = reply[1]
-            return result
+            return reply[1], reply[2]
         if kind == "rejected":
             raise Rejected(reply[1], reply[2], reply[3])
         if kind == "stale":
