@@ -91,7 +91,10 @@ def _child_main(settings: Settings, directory: str, conn: multiprocessing.connec
     from .cards import KnowledgeBaseView
     from .reload import KnowledgeBaseHolder, Reloader
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the service process stops us
+    # Ctrl-C, or a service manager's SIGTERM, reaches the whole process group: the service process finishes the
+    # calls in flight with this child, then closes the pipe, which ends it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[evaluation]: %(message)s")
     # The last knowledge bases loaded: a call that started before a reload in the service process ends on the
