@@ -160,3 +160,21 @@ def test_sigterm_to_the_whole_group_stops_cleanly(ehr: FakeEhr, tokens: Tokens, 
         assert "evaluation process died" not in log and "Traceback" not in log, log[-3000:]
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("value", [1e-300, 5e-324, 1e300])
+def test_a_record_that_breaks_the_rule_engine_costs_that_call_only(service: ServiceProcess, tokens: Tokens,
+                                                                   value: float) -> None:
+    """A tiny or huge laboratory value once crashed the C engine (SIGSEGV) or made it lose facts: whatever it does
+    to the engine, the call is answered (200, or 500 with an OperationOutcome) and so is every call after."""
+    pid = f"crash-value-{sorted([1e-300, 5e-324, 1e300]).index(value)}"
+    record = mas_record(pid)
+    record["observations"][3]["valueQuantity"]["value"] = value  # AST
+    path = f"/cds-services/{PATIENT_VIEW}"
+    with httpx.Client(base_url=service.url, timeout=60) as c:
+        response = c.post(path, json=hook_request("patient-view", pid, as_prefetch(record)),
+                          headers=tokens.header(path))
+    assert response.status_code in (200, 500), response.text
+    checked(response, response.status_code)
+    answered(service.url, tokens, f"{pid}-after")
+    assert service.proc.poll() is None
