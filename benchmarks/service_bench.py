@@ -1,6 +1,7 @@
 """Benchmark: latency of the CDS Hooks service (``mascds serve``) for patient-view at 1, 10 and 50 concurrent clients.
 
     python benchmarks/service_bench.py [--requests 400] [--concurrency 1,10,50] [--size typical] [--workers 1,2]
+                                       [--in-process]
                                        [--json out.json]
     python benchmarks/service_bench.py --client wrk [--seconds 10]   # load from wrk (C) instead of Python
     python benchmarks/service_bench.py --profile        # where one call's time goes, in-process (cProfile)
@@ -158,7 +159,8 @@ def server_cpu(pid: int) -> float:
             p = todo.pop()
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            todo.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
+            for task in Path(f"/proc/{p}/task").iterdir():  # children started by any thread (evaluation)
+                todo.extend(int(c) for c in (task / "children").read_text().split())
         return total
     except (OSError, ValueError, IndexError):
         return math.nan
@@ -260,6 +262,8 @@ def main() -> int:
     ap.add_argument("--workers", default="1", help="service processes (workers setting), e.g. 1,2 to compare")
     ap.add_argument("--shared-replay", action="store_true",
                     help="record used token ids in a SQLite file (auth.replay_db) instead of in memory")
+    ap.add_argument("--in-process", action="store_true",
+                    help="evaluate in the service process (isolate_evaluation: false) instead of a child process")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--profile", action="store_true", help="profile one call in-process instead")
     ap.add_argument("--stages", action="store_true", help="median time per stage of one call, in-process")
@@ -290,7 +294,7 @@ def main() -> int:
         for workers in worker_counts:
             config = {"base_url": BASE_URL, "knowledge_base": str(ROOT / "rules"), "workers": workers,
                       "feedback_db": str(workdir / f"f{workers}.db"), "log_level": "warning",
-                      "reload": {"watch": False},
+                      "reload": {"watch": False}, "isolate_evaluation": not args.in_process,
                       "auth": {"issuers": [{"iss": ISSUER, "jwks_file": str(workdir / "jwks.json")}],
                                "max_token_lifetime_seconds": 900,
                                **({"replay_db": str(workdir / f"replay{workers}.sqlite3")}
@@ -319,9 +323,10 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     # one worker keeps used token ids in memory; several share a SQLite file (auth.replay_db or its default)
     replay = "shared SQLite" if args.shared_replay else "in memory with 1 worker, shared SQLite with more"
+    where = "in the service process" if args.in_process else "in a child process"
     print(f"patient-view, {args.size} records (~{results['mean_request_bytes'] / 1024:.0f} KiB each), "
           f"{results['machine']}, Python {results['python']}, JWT auth on, used token ids {replay}, "
-          f"load from {args.client}")
+          f"evaluation {where}, load from {args.client}")
     print(f"{'workers':>8} {'clients':>8} {'requests':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'req/s':>7} {'server CPU ms/call':>19}")
     for run in results["runs"]:

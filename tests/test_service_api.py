@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ import engine
 from engine.fhir import snapshot_from_resources
 from engine.fhir_codes import code_tables
 from engine.result import Result
+from engine.service.prefetch import on_server
 from engine.vocab import vocabulary
 from tests.test_service_harness import (
     FHIR_TOKEN,
@@ -222,6 +223,75 @@ def test_paged_search_results_are_followed_and_partial_prefetch_is_not_trusted(
     prefetch = as_prefetch(record)
     prefetch["observations"]["link"] = [{"relation": "next", "url": "https://ehr.invalid/fhir/Observation?page=2"}]
     checked(post(client, tokens, PATIENT_VIEW, hook_request("patient-view", "pv-paged", prefetch)), 412)
+
+
+FHIR_AUTH = {"access_token": FHIR_TOKEN, "token_type": "Bearer", "expires_in": 300, "scope": "user/*.read",
+             "subject": "mascds"}
+
+
+def test_hapi_style_next_links_on_the_base_are_followed(client: httpx.Client, tokens: Tokens, ehr: FakeEhr,
+                                                         kb: engine.KnowledgeBase) -> None:
+    """HAPI FHIR writes next pages as ``base?_getpages=ID&_getpagesoffset=N``: on the server, so followed."""
+    record = mas_record("pv-hapi")
+    ehr.records["pv-hapi"] = record
+    ehr.page_size, ehr.page_style = 2, "hapi"
+    try:
+        body = checked(post(client, tokens, PATIENT_VIEW, hook_request(
+            "patient-view", "pv-hapi", fhirServer=ehr.fhir, fhirAuthorization=FHIR_AUTH)))
+        assert ehr.hits("/fhir?_getpages=") >= 2  # 6 observations in pages of 2
+        assert set(card_rules(body, "recommendation")) == active(expected(kb, record))
+    finally:
+        ehr.page_size, ehr.page_style = None, "offset"
+
+
+ELSEWHERE: dict[str, Callable[[FakeEhr, str, int], str]] = {
+    "another host": lambda e, q, n: f"{e.url.replace('127.0.0.1', 'localhost')}{q}&_offset={n}",
+    "another port": lambda e, q, n: f"http://127.0.0.1:{e.server.server_address[1] + 1}{q}&_offset={n}",
+    "another scheme": lambda e, q, n: f"{e.url.replace('http:', 'https:')}{q}&_offset={n}",
+    "a path beside the base": lambda e, q, n: f"{e.url}/fhir-other{q.removeprefix('/fhir')}&_offset={n}",
+    "a path above the base": lambda e, q, n: f"{e.url}/jwks/ehr.json?_offset={n}",
+    "dot segments": lambda e, q, n: f"{e.url}/fhir/../jwks/ehr.json?_offset={n}",
+    "encoded dot segments": lambda e, q, n: f"{e.url}/fhir/%2e%2e/jwks/ehr.json?_offset={n}",
+    "user information": lambda e, q, n: f"http://evil.invalid@127.0.0.1:{e.server.server_address[1]}{q}&_offset={n}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(ELSEWHERE))
+def test_next_links_off_the_fhir_server_are_not_followed(client: httpx.Client, tokens: Tokens, ehr: FakeEhr,
+                                                         case: str) -> None:
+    pid = f"pv-elsewhere-{sorted(ELSEWHERE).index(case)}"
+    ehr.records[pid] = mas_record(pid)
+    ehr.page_size = 2
+    ehr.next_link = lambda q, n: ELSEWHERE[case](ehr, q, n)
+    before = len(ehr.requests)
+    try:
+        body = checked(post(client, tokens, PATIENT_VIEW, hook_request(
+            "patient-view", pid, fhirServer=ehr.fhir, fhirAuthorization=FHIR_AUTH)), 412)
+    finally:
+        ehr.page_size, ehr.next_link = None, None
+    assert "a next-page link points outside the FHIR server" in all_text(body)
+    assert not any("_offset=" in p for p, _ in ehr.requests[before:])  # no page followed
+
+
+@pytest.mark.parametrize(("link", "allowed"), [
+    ("https://ehr.example.org/fhir/Observation?page=2", True),
+    ("https://ehr.example.org/fhir?_getpages=abc&_getpagesoffset=20", True),
+    ("https://EHR.example.org:443/fhir/?_getpages=abc", True),
+    ("https://ehr.example.org/fhir", True),
+    ("http://ehr.example.org/fhir/Observation?page=2", False),
+    ("https://ehr.example.org:8443/fhir/Observation?page=2", False),
+    ("https://ehr.example.org.evil.test/fhir/Observation", False),
+    ("https://ehr.example.org/fhirx/Observation", False),
+    ("https://ehr.example.org/Observation?page=2", False),
+    ("https://ehr.example.org/fhir/./Observation", False),
+    ("https://ehr.example.org/fhir/%2E%2E/admin", False),
+    ("https://a@ehr.example.org/fhir/Observation", False),
+    ("https://ehr.example.org:99999/fhir/Observation", False),
+    ("https://ehr.example.org\\@evil.test/fhir/Observation", False),
+    ("//ehr.example.org/fhir/Observation", False),
+])
+def test_on_server(link: str, allowed: bool) -> None:
+    assert on_server("https://ehr.example.org/fhir", link) is allowed
 
 
 # --- order-sign and feedback --------------------------------------------------------------------------------------

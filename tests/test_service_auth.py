@@ -105,6 +105,42 @@ def test_claims_are_checked(client: httpx.Client, tokens: Tokens, case: str) -> 
     refused(client.get(DISCOVERY, headers=tokens.header(DISCOVERY, **claims)), reason)
 
 
+NOT_NUMERIC_DATES: dict[str, dict[str, Any]] = {
+    "exp as a numeric string": {"exp": "+300"},
+    "iat as a numeric string": {"iat": "+0"},
+    "nbf as a numeric string": {"nbf": "+0"},
+    "exp true": {"exp": True},
+    "iat true": {"iat": True},
+    "nbf false": {"nbf": False},
+    "exp infinite": {"exp": float("inf")},
+    "iat not a number": {"iat": float("nan")},
+    "exp a list": {"exp": ["+300"]},
+    "exp null": {"exp": "null"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_NUMERIC_DATES))
+def test_times_are_numeric_dates(client: httpx.Client, tokens: Tokens, case: str) -> None:
+    """RFC 7519: exp, iat and nbf are JSON numbers. "+300" stands for a time 300 s from now written as a string."""
+    now = int(time.time())
+    claims = {k: (str(now + int(v)) if isinstance(v, str) and v[0] == "+" else None if v == "null" else
+                  [str(now + int(v[0]))] if isinstance(v, list) else v)
+              for k, v in NOT_NUMERIC_DATES[case].items()}
+    name = next(iter(claims))
+    if claims[name] is None:  # JSON null: the claim is there, and is not a number
+        token = jwt.encode({**tokens.claims(DISCOVERY), name: None}, tokens.keys.ec, algorithm="ES384",
+                           headers={"kid": "ec-1", "typ": "JWT"})
+        response = client.get(DISCOVERY, headers=bearer(token))
+    else:
+        response = client.get(DISCOVERY, headers=tokens.header(DISCOVERY, **claims))
+    refused(response, f"{name} is not a NumericDate")
+
+
+def test_fractional_numeric_dates_are_accepted(client: httpx.Client, tokens: Tokens) -> None:
+    now = time.time()
+    checked(client.get(DISCOVERY, headers=tokens.header(DISCOVERY, exp=now + 300.5, iat=now - 0.25, nbf=now - 1.5)))
+
+
 def test_the_signature_and_the_key_are_checked(client: httpx.Client, tokens: Tokens, keys: Keys,
                                                ehr: FakeEhr) -> None:
     # Signed by a key the issuer never published, under the kid of one it did.

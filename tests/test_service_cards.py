@@ -5,21 +5,28 @@ from __future__ import annotations
 import json
 import re
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import cmarkgfm
 import pytest
 from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
+from hypothesis import example, given
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 import engine
 from engine.result import Result
 from engine.service.app import Problem, draft_resources, evaluate_call
 from engine.service.cards import CardContext, KnowledgeBaseView, build_cards, fit, md, undecided_summary
-from engine.service.models import SUMMARY_LIMIT, CDSHooksResponse, OrderSignContext
+from engine.service.models import SUMMARY_LIMIT, CDSHooksResponse, OrderSignContext, PatientViewContext
 from engine.service.prefetch import SERVICES, Gathered
-from tests.test_service_harness import ROOT, draft_order, empty_record, iso, sjia, spec_example
+from tests.fuzz.conftest import fuzz
+from tests.test_service_harness import ROOT, draft_order, empty_record, iso, mas_record, sjia, spec_example
 
 ORDER_SIGN = next(s for s in SERVICES if s.hook == "order-sign")
+PATIENT_VIEW = next(s for s in SERVICES if s.hook == "patient-view")
 DOCS = "https://cds.test.invalid/rules/"
 
 
@@ -195,3 +202,80 @@ def test_summaries_fit_and_undecided_summaries_name_what_is_missing(view: Knowle
     assert fit("word " * 60).endswith("…") and len(fit("word " * 60)) < SUMMARY_LIMIT
     assert re.fullmatch(r"Undecided: t - needs a, b", undecided_summary("t", ["a", "b"]))
 
+
+
+# --- no link from data: checked with real renderers of GitHub-flavoured Markdown ------------------------------------
+# cmark-gfm (GitHub's own, with its autolink extension: www., http(s)://, ftp://, email, mailto:, xmpp:) and
+# markdown-it with linkify (linkify-it: also bare domains such as example.org and international ones).
+_LINKIFY = MarkdownIt("gfm-like", {"linkify": True})
+
+
+class _Rendered(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.hrefs += [v or "" for k, v in attrs if k in ("href", "src")]
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def rendered(markdown: str) -> list[_Rendered]:
+    """The HTML of both renderers, parsed: links and images, tags, and the text shown."""
+    out = []
+    for page in (cmarkgfm.github_flavored_markdown_to_html(markdown), _LINKIFY.render(markdown)):
+        parsed = _Rendered()
+        parsed.feed(page)
+        parsed.close()
+        out.append(parsed)
+    return out
+
+
+def test_record_text_that_looks_like_a_link_is_no_link_in_a_card(view: KnowledgeBaseView) -> None:
+    """Ids and a unit as written in the record (www.example.org/x, an email address, a URL) reach the card's
+    detail as text: the only links are the service's own (the sources' DOI or PubMed pages)."""
+    pid = "www.example.org"
+    record = mas_record(pid)
+    for i, o in enumerate(record["observations"]):
+        o["id"] = ["www.example.org", "x.example.org", "a.b.org", "mail.example.com", "1.2.3.4", "example.org"][i]
+    record["observations"][1]["valueQuantity"]["unit"] = "www.example.org/x"
+    ctx = PatientViewContext(userId="Practitioner/1", patientId=pid)
+    ev = evaluate_call(view, PATIENT_VIEW, ctx, Gathered([r for rs in record.values() for r in rs]), [],
+                       time.time(), _docs)
+    own = {c.url for info in view.rules.values() for c in info.citations if c.url}
+    details = [c["detail"] for c in ev.response["cards"] if "example" in c.get("detail", "")]
+    assert details, "the record's text reaches the cards"
+    for detail in details:
+        for page in rendered(detail):
+            assert set(page.hrefs) <= own, set(page.hrefs) - own
+    shown = "".join(rendered(details[0])[0].text)
+    assert "Observation/www.example.org" in shown and "recorded as 2400 www.example.org/x" in shown
+
+
+_LINKISH = st.sampled_from([
+    "www.example.org/x", "WWW.EXAMPLE.ORG", "http://evil.test/a?b=c", "https://x.test", "ftp://x.test",
+    "mailto:a@b.test", "xmpp:a@b.test/r", "a.b+c@d-e.test", "x@y.z", "example.org", "пример.рф", "a.io",
+    "<https://x.test>", "[t](https://x.test)", "![i](https://x.test/i.png)", "[t]: https://x.test", "[t][t]",
+    "&#119;ww.x.test", "www&#46;x&#46;test", "&lt;b&gt;", "`code`", "**b**", "_i_", "~~s~~", "1. ", "2) ", "- ",
+    "+ ", "# ", "> ", "=", "|a|b|", "\\", "\\.", ".", ":", "@", "/", "(", ")", " ", "\n", "\t", "\u2060",
+])
+
+
+@fuzz
+@given(st.lists(st.one_of(_LINKISH, st.text(st.characters(exclude_categories=("Cs",)), max_size=12)),
+                max_size=12).map("".join))
+@example("www.example.org/x")
+@example("see www.example.org/x or mail a@b.org")
+@example("1. www.example.org")
+def test_data_never_becomes_markup_or_a_link(text: str) -> None:
+    """Whatever the text, md() renders as that text (on one line), with no link, image or markup."""
+    for page in rendered(md(text)):
+        assert page.hrefs == [], (text, md(text))
+        assert set(page.tags) <= {"p"}, (text, md(text), page.tags)
+        shown = "".join(page.text).replace("\u2060", "").strip()
+        assert shown == " ".join(text.replace("\u2060", "").replace("\0", "\ufffd").split()), (text, md(text))

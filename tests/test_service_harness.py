@@ -249,6 +249,11 @@ class FakeEhr:
         self.keys = keys
         self.records: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.page_size: int | None = None
+        # How a next-page link is written: "offset" (the search URL with _offset=N) or "hapi" (HAPI FHIR's
+        # base?_getpages=ID&_getpagesoffset=N); a function (search path?query, next offset) -> URL overrides both.
+        self.page_style = "offset"
+        self.next_link: Callable[[str, int], str] | None = None
+        self.pages: dict[str, str] = {}  # HAPI _getpages id -> the search path?query it continues
         self.requests: list[tuple[str, str | None]] = []  # (path with query, Authorization)
         self.slow_patients: set[str] = set()
         self.failing_patients: set[str] = set()
@@ -302,6 +307,13 @@ class FakeEhr:
             return 200, self.keys.jwks()
         if path.startswith("/jwks/"):
             return 404, {}
+        if path == "/fhir" and "_getpages" in query:  # a HAPI FHIR page of an earlier search
+            search = self.pages.get(query["_getpages"][0])
+            if search is None:
+                return 404, {}
+            raw = f"{search}&_offset={query.get('_getpagesoffset', ['0'])[0]}"
+            parts = urlsplit(raw)
+            path, query = parts.path, parse_qs(parts.query)
         if not path.startswith("/fhir/"):
             return 404, {}
         if authorization != f"Bearer {FHIR_TOKEN}":
@@ -329,9 +341,16 @@ class FakeEhr:
             return 200, searchset(resources)
         page = searchset(resources[offset:offset + self.page_size])
         if offset + self.page_size < len(resources):
-            page["link"] = [{"relation": "next",
-                             "url": f"{self.url}{path}?{parts.query.split('&_offset=')[0]}&_offset="
-                                    f"{offset + self.page_size}"}]
+            search, nxt = f"{path}?{parts.query.split('&_offset=')[0]}", offset + self.page_size
+            if self.next_link is not None:
+                url = self.next_link(search, nxt)
+            elif self.page_style == "hapi":
+                page_id = hashlib.sha256(search.encode()).hexdigest()[:16]
+                self.pages[page_id] = search
+                url = f"{self.fhir}?_getpages={page_id}&_getpagesoffset={nxt}&_count={self.page_size}"
+            else:
+                url = f"{self.url}{search}&_offset={nxt}"
+            page["link"] = [{"relation": "next", "url": url}]
         return 200, page
 
 

@@ -64,12 +64,14 @@ def run(args: argparse.Namespace) -> int:
         "host": args.host, "port": args.port, "workers": args.workers, "base_url": args.base_url,
         "knowledge_base": args.rules, "feedback_db": args.feedback_db, "log_level": args.log_level})
     if args.show_feedback:
-        from ..service.feedback import FeedbackStore
+        from ..service.feedback import FeedbackStore, StoreUnavailable
 
         store = FeedbackStore(settings.feedback_db)
         try:
             data = {"feedback": store.query(rule_id=args.rule, outcome=args.outcome, limit=10_000),
                     "per_rule": store.summary()}
+        except StoreUnavailable as exc:
+            raise UsageError(f"feedback_db: {exc}") from None
         finally:
             store.close()
         print(json.dumps(data, ensure_ascii=False, indent=2))

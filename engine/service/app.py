@@ -43,6 +43,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from ..errors import EvaluationError, LoadError, UsageError
 from ..kb import default_rules_dir
@@ -50,7 +51,8 @@ from ..snapshot import Snapshot
 from .auth import AuthError, Caller, ReplayCache, ReplayStoreError, SharedReplayStore, Verifier
 from .cards import EXTENSION_KEY, CardContext, KnowledgeBaseView, build_cards
 from .config import Settings
-from .feedback import FeedbackStore, IssuedCard
+from .feedback import FeedbackStore, IssuedCard, StoreUnavailable
+from .isolate import EvaluationFailed, IsolatedEvaluator, Job, Rejected, docs_url_for
 from .models import (
     CDSHooksRequest,
     CDSHooksResponse,
@@ -76,6 +78,10 @@ from .prefetch import (
 from .reload import KnowledgeBaseHolder, Reloader
 
 log = logging.getLogger("mascds.service")
+# The HTTP client's loggers write every URL fetched (httpx at INFO, httpcore at DEBUG with response headers),
+# and FHIR URLs carry the patient's id: they log warnings only, at any level the service runs at.
+QUIET_LOGGERS = ("httpx", "httpcore")
+STORE_RETRY_AFTER_SECONDS = 30
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[MutableMapping[str, Any]]],
                     Callable[[MutableMapping[str, Any]], Awaitable[None]]], Awaitable[None]]
 Scope = MutableMapping[str, Any]
@@ -183,6 +189,10 @@ class Guard:
             await self.app(scope, counted, send_with_headers)
         except _TooLarge:
             await fail(413, [f"the request body is larger than {limit} bytes"])
+        except ClientDisconnect:  # the client went away before its request was read: nobody to answer
+            info["client"] = "disconnected"
+            log.info("client disconnected before the request was read on %s %s", scope.get("method"),
+                     scope.get("path"))
         except Exception as exc:  # a fault of the service: logged by type and place only (messages may hold data)
             log.error("internal error %s at %s on %s %s", type(exc).__name__, _place(exc), scope.get("method"),
                       scope.get("path"))
@@ -210,12 +220,26 @@ class ServiceState:
     dev_no_auth: bool = False
     cpu: concurrent.futures.ThreadPoolExecutor = field(default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="mascds-evaluate"))
+    evaluator: IsolatedEvaluator | None = None  # the evaluation child process (settings.isolate_evaluation)
 
     def docs_url(self, rule_id: str) -> str:
-        template = self.settings.rule_docs_url
-        if template is not None:
-            return template.replace("{rule_id}", rule_id)
-        return f"{self.settings.base_url}/rules/{rule_id}"
+        return docs_url_for(self.settings, rule_id)
+
+    def evaluate(self, view: KnowledgeBaseView, svc: ServiceDef, ctx: PatientViewContext, gathered: Gathered,
+                 drafts: list[dict[str, Any]], now: float) -> tuple[bytes, list[IssuedCard]]:
+        """One call's evaluation, in the child process when there is one (on the evaluation thread): the answer
+        (JSON bytes) and the cards to record."""
+        if self.evaluator is None:
+            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url)
+            return orjson.dumps(ev.response), ev.cards
+        try:
+            return self.evaluator.evaluate(Job(view.kb.content_hash, svc, ctx, gathered, drafts, now))
+        except Rejected as exc:
+            raise Problem(exc.status, exc.lines, code=exc.code) from None
+        except EvaluationFailed as exc:
+            if exc.retry:
+                raise Problem(503, [f"{exc}; try again"], {"Retry-After": "1"}) from None
+            raise Problem(500, [f"{exc}; the fault has been logged and the service goes on"]) from None
 
 
 def _iso(epoch: float) -> str:
@@ -322,7 +346,7 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
     issued = []
     for c in cards:
         ext = (c.extension or {}).get(EXTENSION_KEY, {})
-        issued.append(IssuedCard(c, ext.get("kind", ""), ext.get("rule_id"), ext.get("rule_version")))
+        issued.append(IssuedCard.of(c, ext.get("kind", ""), ext.get("rule_id"), ext.get("rule_version")))
     response = CDSHooksResponse(cards=cards, extension={EXTENSION_KEY: {
         "knowledge_base": view.to_json(), "evaluated_at": _iso(now), "complete": result.complete,
         **({"not_fetched": gathered.not_fetched_keys} if gathered.not_fetched_keys else {}),
@@ -394,6 +418,8 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
                holder: KnowledgeBaseHolder | None = None) -> FastAPI:
     """The service, ready for uvicorn. Loads the knowledge base now (:class:`~engine.errors.LoadError` if it
     cannot); ``dev_no_auth`` turns authentication off (development only; logged loudly)."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     directory = settings.knowledge_base or default_rules_dir()
     holder = holder or KnowledgeBaseHolder(Path(directory))
     overrides = settings.services
@@ -433,12 +459,23 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         state.reloader = Reloader(holder, settings.reload.watch, settings.reload.poll_seconds)
         state.reloader.start()
         loop = asyncio.get_running_loop()
+        view = holder.current
+        if settings.isolate_evaluation:
+            state.evaluator = IsolatedEvaluator(settings, Path(directory))
+            await asyncio.to_thread(state.evaluator.start)
+        else:
+            warm_up(view, state.docs_url)
+
+        def hangup() -> None:
+            assert state.reloader is not None
+            state.reloader.request()
+            if state.evaluator is not None:
+                state.evaluator.signal(signal.SIGHUP)
+
         hup = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, state.reloader.request)
+            loop.add_signal_handler(signal.SIGHUP, hangup)
             hup = True
-        view = holder.current
-        warm_up(view, state.docs_url)
         freeze_heap()
         log.info("serving %s (%s) from %s; base URL %s; auth %s", view.label, view.kb.content_hash, directory,
                  settings.base_url, "OFF" if dev_no_auth else f"{len(settings.auth.issuers)} issuer(s)")
@@ -449,6 +486,8 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
                 loop.remove_signal_handler(signal.SIGHUP)
             state.reloader.stop()
             state.cpu.shutdown(wait=True)
+            if state.evaluator is not None:
+                state.evaluator.close()
             await state.http.aclose()
             state.store.close()
             if isinstance(replays, SharedReplayStore):
@@ -494,6 +533,12 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise Problem(400, [f"the body is not valid JSON: {exc}"], code="structure") from None
+
+    def store_unavailable(exc: StoreUnavailable, what: str) -> Problem:
+        # 503, not 200: nothing is acknowledged that was not stored; the client may send it again later.
+        log.error("feedback database unavailable: %s", exc)
+        return Problem(503, [f"{what}: the service's feedback database is unavailable (the fault has been "
+                             "logged); send it again later"], {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
 
     def service_of(service_id: str) -> ServiceDef:
         svc = state.services.get(service_id)
@@ -541,6 +586,9 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
             raise Problem(400, exc.lines) from None
         except PreconditionFailed as exc:
             raise Problem(412, exc.lines) from None
+        log.debug("%s %s: %d resources; fetched %s; not fetched %s", svc.id, req.hookInstance,
+                  len(gathered.resources), ",".join(gathered.fetched_keys) or "-",
+                  ",".join(gathered.not_fetched_keys) or "-")  # key names only: no patient data
         now = time.time()
         drafts = draft_resources(ctx, now) if isinstance(ctx, OrderSignContext) else []
         loop = asyncio.get_running_loop()
@@ -548,14 +596,17 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         # The CPU-bound part runs on one worker thread, in arrival order: the event loop stays free to read
         # request bodies and write answers meanwhile, which keeps the latency of queued calls even (evaluations
         # are serialised anyway: the rule engine holds the GIL and a lock).
-        def work() -> Evaluation:
-            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, state.docs_url)
-            state.store.record_cards(svc.id, req.hookInstance, view.to_json(), ev.cards)
-            return ev
+        def work() -> tuple[bytes, list[IssuedCard]]:
+            answer, cards = state.evaluate(view, svc, ctx, gathered, drafts, now)
+            try:
+                state.store.record_cards(svc.id, req.hookInstance, view.to_json(), cards)
+            except StoreUnavailable as exc:  # the advice still goes out; only its feedback loses the rule
+                log.error("issued cards not recorded: the feedback database is unavailable (%s)", exc)
+            return answer, cards
 
-        result = await loop.run_in_executor(state.cpu, work)
-        request.scope["mascds"]["cards"] = len(result.cards)
-        return json_response(result.response, view)
+        answer, cards = await loop.run_in_executor(state.cpu, work)
+        request.scope["mascds"]["cards"] = len(cards)
+        return Response(answer, status_code=200, media_type="application/json", headers=kb_headers(view))
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:
@@ -567,8 +618,11 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
             fb = FeedbackRequest.model_validate(data)
         except ValidationError as exc:
             raise Problem(400, error_lines(exc)) from None
-        stored = await run_in_threadpool(state.store.add_feedback, svc.id, fb.feedback,
-                                         caller.issuer, caller.tenant)
+        try:
+            stored = await run_in_threadpool(state.store.add_feedback, svc.id, fb.feedback,
+                                             caller.issuer, caller.tenant)
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc, "the feedback was not stored") from None
         request.scope["mascds"]["feedback"] = stored
         return json_response({"stored": stored}, holder.current)
 
@@ -582,10 +636,13 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         except ValueError:
             raise Problem(400, ["limit is a number"]) from None
         own = state.verifier is not None
-        rows = await run_in_threadpool(
-            lambda: state.store.query(service_id=svc.id, rule_id=q.get("rule"), outcome=q.get("outcome"),
-                                      since=q.get("since"), issuer=caller.issuer if own else None,
-                                      tenant=caller.tenant if own else None, limit=limit))
+        try:
+            rows = await run_in_threadpool(
+                lambda: state.store.query(service_id=svc.id, rule_id=q.get("rule"), outcome=q.get("outcome"),
+                                          since=q.get("since"), issuer=caller.issuer if own else None,
+                                          tenant=caller.tenant if own else None, limit=limit))
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc, "the feedback could not be read") from None
         return json_response({"feedback": rows}, holder.current)
 
     @app.get("/rules/{rule_id}")
@@ -598,8 +655,10 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
     @app.get("/healthz")
     async def health() -> Response:
         view = holder.current
+        evaluation = {"isolated": state.evaluator is not None,
+                      "restarts": state.evaluator.restarts if state.evaluator is not None else 0}
         return json_response({"status": "ok", "knowledge_base": view.to_json(), "reload": holder.status.to_json(),
-                              "auth": "disabled" if dev_no_auth else "jwt"}, view)
+                              "auth": "disabled" if dev_no_auth else "jwt", "evaluation": evaluation}, view)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

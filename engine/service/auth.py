@@ -7,6 +7,7 @@ A token is accepted only when all of these hold (each failure is a 401 naming th
 * ``iss`` is an allowlisted issuer; its key comes from the issuer's JWK Set: the ``jku`` header's URL when that
   URL is allowlisted for the issuer (a ``jku`` that is not is refused without being fetched), else the issuer's
   configured ``jwks_url`` or ``jwks_file``; the JWK must suit the algorithm (key type, curve, ``use``, ``alg``);
+* ``exp``, ``iat`` and ``nbf`` are NumericDates (JSON numbers, not strings or booleans);
 * the signature verifies; ``aud`` is the URL of the endpoint called; ``exp`` has not passed and ``iat`` is not
   in the future (both with the configured leeway); ``exp - iat`` is within the configured lifetime; ``jti`` is
   present and has not been seen before from that issuer while the token is valid (in this process, or in every
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -44,6 +46,7 @@ from ..errors import UsageError
 from .config import AuthConfig, IssuerConfig
 
 MAX_TOKEN_BYTES = 16 * 1024
+NUMERIC_DATE_CLAIMS = ("exp", "iat", "nbf")
 _CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 
 
@@ -238,6 +241,17 @@ def _check_jwk(jwk_data: dict[str, Any], alg: str) -> Any:
         raise AuthError(f"the issuer's key is not usable ({type(exc).__name__})") from None
 
 
+def _check_numeric_dates(claims: dict[str, Any]) -> None:
+    """RFC 7519 NumericDate: a JSON number of seconds. PyJWT would take ``"1700000000"`` (a string) and
+    ``true`` (a bool is an int in Python) as times; neither is a NumericDate, so the token is refused."""
+    for name in NUMERIC_DATE_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise AuthError(f"the token's {name} is not a NumericDate (a JSON number of seconds since 1970)")
+
+
 class Verifier:
     """Checks the JWT bearer token of one call against the configured issuers."""
 
@@ -267,6 +281,9 @@ class Verifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("the JWT header has no kid")
+        if not isinstance(unverified, dict):
+            raise AuthError("the bearer token's claims are not a JSON object")
+        _check_numeric_dates(unverified)
         iss = unverified.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:

@@ -58,7 +58,13 @@ _INFO_REASONS = (
 _KIND_WORDS = {"start": "Start", "stop": "Stop", "avoid": "Avoid", "consider": "Consider", "reduce": "Reduce",
                "monitor": "Monitor", "escalate_care": "Escalate care", "record_allergy": "Record allergy"}
 _INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~!])")
+# Markup characters, and what GFM's extended autolinks and linkify-style renderers read as a link: ':' (a
+# scheme, mailto:, xmpp:), '.' before a word character (www.x, x.org), '@' (an email address) and '&' (an entity
+# spelling any of these). Escaped, each renders as itself; an '@' is also followed by a word joiner (U+2060, not
+# shown), because cmark-gfm finds email addresses in the text after escapes are resolved.
+_MD_SPECIAL = re.compile(r"[\\`*_\[\]<>|#~!&:]|\.(?=\w)|^[-+=]")
+_LIST_MARKER = re.compile(r"^(\d{1,9})([.)])")  # text that would start an ordered list at the start of a line
+_WORD_JOINER = "\u2060"
 MAX_FACT_LINES = 40
 
 
@@ -75,7 +81,8 @@ def md(text: object) -> str:
 
 @functools.lru_cache(maxsize=16384)  # most text is the knowledge base's, the same on every call
 def _md(text: str) -> str:
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    escaped = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), " ".join(text.split()))
+    return _LIST_MARKER.sub(r"\1\\\2", escaped).replace("@", f"\\@{_WORD_JOINER}")
 
 
 def fit(text: str, limit: int = SUMMARY_LIMIT - 1) -> str:

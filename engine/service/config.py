@@ -146,6 +146,10 @@ class Settings(_Section):
                          "each); above 1, used token ids are shared through auth.replay_db (default: a file "
                          "beside feedback_db).")
     feedback_db: Path = Path("mascds-feedback.sqlite3")
+    isolate_evaluation: bool = Field(default=True, description="Evaluate each call in a child process, so that "
+                                     "a crash of the rule engine costs that call a 500, not the service.")
+    evaluation_timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="An evaluation taking "
+                                              "longer is stopped (its call answers 500); isolated evaluation only.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     rule_docs_url: str | None = Field(default=None, description="Template of the rule documentation link, with "

@@ -8,11 +8,17 @@ is accepted or overridden, and why. No patient data is stored: no patient id, no
 The database runs in WAL mode; feedback is committed with ``synchronous=FULL`` before the client is answered.
 Issued cards are written with ``synchronous=NORMAL`` (durable across a crash of the service, not necessarily of
 the machine): losing the last cards of a power cut costs only the rule attribution of their feedback.
+
+A database that cannot be opened is a configuration error (:class:`FeedbackStoreError`, naming the file). While
+serving, a write is acknowledged only when it reached the file at the configured path: SQLite keeps writing to
+an open file after it is deleted (its directory removed, say), so every write checks that the path still names
+the file it opened, reopens it when the file was replaced, and otherwise raises :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -21,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from .models import Card, Feedback
 
 SCHEMA_VERSION = 1
@@ -66,10 +73,37 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class IssuedCard:
-    card: Card
+    """What is recorded of a card: plain values (cheap to send from the evaluation process)."""
+
+    uuid: str
     kind: str
     rule_id: str | None
     rule_version: str | None
+    indicator: str
+    summary: str
+    suggestions: dict[str, str]  # suggestion uuid -> label
+
+    @classmethod
+    def of(cls, card: Card, kind: str, rule_id: str | None, rule_version: str | None) -> IssuedCard:
+        return cls(card.uuid or "", kind, rule_id, rule_version, card.indicator, card.summary,
+                   {s.uuid: s.label for s in card.suggestions or () if s.uuid})
+
+
+class FeedbackStoreError(UsageError):
+    """The feedback database cannot be opened or is not one mascds can use: a configuration error."""
+
+
+class StoreUnavailable(Exception):
+    """The feedback database stopped working while serving (its file gone, the disk full, locked too long):
+    what was to be written is not stored."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class FeedbackStore:
@@ -77,18 +111,52 @@ class FeedbackStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._memory = str(path) == ":memory:"
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        self._opened: tuple[int, int] | None = None  # the file opened (device, inode), to notice it is gone
+        try:
+            if not self._memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._open()
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise FeedbackStoreError(f"feedback_db: cannot use {path} as the feedback database ({reason}); set "
+                                     "feedback_db (or --feedback-db) to a writable SQLite file") from None
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{path} was written by a newer mascds (schema {version})")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                raise FeedbackStoreError(f"feedback_db: {self.path} was written by a newer mascds (schema {version}, "
+                                         f"this one reads {SCHEMA_VERSION}); upgrade mascds or choose another file")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+        self._opened = None if self._memory else _identity(self.path)
+        return db
+
+    def _usable(self) -> None:
+        """Before a write (lock held): the path still names the open file; a replaced file is reopened."""
+        if self._memory or _identity(self.path) == self._opened:
+            return
+        if not self.path.parent.is_dir():
+            raise StoreUnavailable(f"the directory of {self.path} is gone")
+        try:
+            db = self._open()
+        except (OSError, sqlite3.Error, FeedbackStoreError) as exc:
+            raise StoreUnavailable(f"{self.path} cannot be reopened ({type(exc).__name__})") from None
+        self._db.close()
+        self._db = db
+
+    def _stored(self) -> None:
+        """After a commit (lock held): it reached the file at the path, not one deleted meanwhile."""
+        if not self._memory and _identity(self.path) != self._opened:
+            raise StoreUnavailable(f"{self.path} was removed while it was written")
 
     def close(self) -> None:
         with self._lock:
@@ -99,18 +167,23 @@ class FeedbackStore:
         if not cards:
             return
         at = _now()
-        rows = [(c.card.uuid, service_id, hook_instance, c.kind, c.rule_id, c.rule_version, c.card.indicator,
-                 c.card.summary, json.dumps({s.uuid: s.label for s in c.card.suggestions or () if s.uuid}),
-                 kb["name"], kb["version"], kb["content_hash"], at) for c in cards]
+        rows = [(c.uuid, service_id, hook_instance, c.kind, c.rule_id, c.rule_version, c.indicator, c.summary,
+                 json.dumps(c.suggestions), kb["name"], kb["version"], kb["content_hash"], at) for c in cards]
         with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("BEGIN")
+            self._usable()
             try:
-                self._db.executemany("INSERT OR IGNORE INTO issued_cards VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany("INSERT OR IGNORE INTO issued_cards VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                         rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.path}: {type(exc).__name__}") from None
+            self._stored()
 
     def add_feedback(self, service_id: str, items: Iterable[Feedback], issuer: str | None,
                      tenant: str | None) -> int:
@@ -124,18 +197,27 @@ class FeedbackStore:
                          f.overrideReason.userComment if f.overrideReason else None,
                          f.outcomeTimestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"), at, issuer, tenant))
         with self._lock:
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("BEGIN IMMEDIATE")
+            self._usable()
             try:
-                self._db.executemany(
-                    "INSERT INTO feedback (service_id, card_uuid, outcome, accepted_suggestions, override_system, "
-                    "override_code, override_display, user_comment, outcome_timestamp, received_at, issuer, tenant) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        "INSERT INTO feedback (service_id, card_uuid, outcome, accepted_suggestions, override_system, "
+                        "override_code, override_display, user_comment, outcome_timestamp, received_at, issuer, "
+                        "tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.path}: {type(exc).__name__}") from None
+            self._stored()
         return len(rows)
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def query(self, *, service_id: str | None = None, rule_id: str | None = None, outcome: str | None = None,
               since: str | None = None, issuer: str | None = None, tenant: str | None = None,
@@ -158,7 +240,11 @@ class FeedbackStore:
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY f.id DESC LIMIT ?")
         args.append(max(1, min(limit, 10_000)))
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+            self._usable()
+            try:
+                rows = self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.path}: {type(exc).__name__}") from None
         out = []
         for r in rows:
             labels = json.loads(r[14]) if r[14] else {}
@@ -186,4 +272,4 @@ class FeedbackStore:
         return [{"rule_id": r[0], "cards": r[1], "accepted": r[2], "overridden": r[3]} for r in rows]
 
 
-__all__ = ["FeedbackStore", "IssuedCard"]
+__all__ = ["FeedbackStore", "FeedbackStoreError", "IssuedCard", "StoreUnavailable"]

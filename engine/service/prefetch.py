@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 import httpx
 import orjson
@@ -225,6 +225,33 @@ def read_value(key: str, value: Any) -> list[dict[str, Any]] | object:
     return [value]
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None] | None:
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def on_server(base: str, link: str) -> bool:
+    """Whether a next-page ``link`` is on the FHIR server ``base``: the same scheme, host and port, no user
+    information, and a path that is the base path or below it (HAPI FHIR's ``base?_getpages=...`` included)
+    without ``.``/``..`` segments that would climb out of it."""
+    b, u = urlsplit(base.rstrip("/")), urlsplit(link)
+    if u.username is not None or u.password is not None or "\\" in link:
+        return False
+    origin = _origin(u)
+    if origin is None or not origin[1] or origin != _origin(b):
+        return False
+    path, root = unquote(u.path), unquote(b.path).rstrip("/")
+    if any(seg in (".", "..") for seg in path.split("/")):
+        return False
+    return path.rstrip("/") == root or path.startswith(root + "/")
+
+
 class FhirFetcher:
     """Reads what prefetch did not bring from the client's FHIR server (httpx, with timeouts and limits)."""
 
@@ -280,7 +307,8 @@ class FhirFetcher:
                         if isinstance(x, dict) and x.get("relation") == "next"), None)
             if not isinstance(nxt, str):
                 return out
-            if not nxt.startswith(base.rstrip("/") + "/"):
+            nxt = urljoin(url, nxt)  # a relative link is relative to the page that carries it
+            if not on_server(base, nxt):
                 raise FetchFailed("a next-page link points outside the FHIR server")  # never follow elsewhere
             url = nxt
         raise FetchFailed(f"more than {self.cfg.max_pages} pages")
@@ -347,6 +375,7 @@ __all__ = [
     "ServiceDef",
     "build_queries",
     "gather",
+    "on_server",
     "patient_of",
     "read_value",
     "render",

@@ -64,9 +64,12 @@ class KnowledgeBaseHolder:
         self.current: KnowledgeBaseView = self._loader(directory)
         self.status = ReloadStatus(0, None, True, ())
 
-    def reload(self, reason: str) -> bool:
-        """Load the knowledge base again; swap it in if it loads. True when a new one now serves."""
+    def reload(self, reason: str, unless: Callable[[], bool] | None = None) -> bool:
+        """Load the knowledge base again; swap it in if it loads. True when a new one now serves. With ``unless``,
+        nothing is loaded when it holds once a load under way has finished."""
         with self._lock:
+            if unless is not None and unless():
+                return False
             before = fingerprint(self.directory)
             old = self.current
             started = time.time()
