@@ -55,6 +55,22 @@ class Analyte:
 
 
 @dataclass(frozen=True)
+class Label:
+    """A drug's product information as cited by hypersensitivity recommendations (drugs.yaml ``label``)."""
+
+    product: str
+    holder: str
+    document: str
+    date: str
+    reported: str
+    url: str | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.product}, {self.holder}. {self.document}. {self.date}."
+
+
+@dataclass(frozen=True)
 class Drug:
     id: str
     name: str
@@ -63,6 +79,7 @@ class Drug:
     atc: tuple[str, ...]
     rxnorm: tuple[str, ...]
     zh_cn: str | None = None
+    label: Label | None = None
 
     def name_in(self, lang: str) -> str:
         return pick(self.name, self.zh_cn, lang)
@@ -82,6 +99,8 @@ class Term:
     synonyms: tuple[str, ...] = ()
     interval_hours: float | None = None
     zh_cn: str | None = None
+    group: str | None = None  # manifestations: organ system of the anaphylaxis criteria (terms.yaml)
+    alone: bool = False  # manifestations: meets WAO 2020 criterion 2 by itself
 
     def name_in(self, lang: str) -> str:
         return pick(self.name, self.zh_cn, lang)
@@ -103,7 +122,7 @@ def _terms(section: dict[str, Any]) -> dict[str, Term]:
     for key, raw in section.items():
         spec = raw or {}
         out[key] = Term(key, spec.get("name", key), tuple(spec.get("synonyms", ()) or ()),
-                        spec.get("interval_hours"), spec.get("zh-CN"))
+                        spec.get("interval_hours"), spec.get("zh-CN"), spec.get("group"), bool(spec.get("alone")))
     return out
 
 
@@ -137,7 +156,8 @@ class Vocabulary:
         drugs = _read("drugs.yaml")
         self.drugs: dict[str, Drug] = {
             key: Drug(key, spec["name"], tuple(spec.get("classes", ())), tuple(spec.get("synonyms", ())),
-                      tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())), spec.get("zh-CN"))
+                      tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())), spec.get("zh-CN"),
+                      Label(**spec["label"]) if spec.get("label") else None)
             for key, spec in drugs["drugs"].items()
         }
         self.drug_classes: dict[str, str] = {key: spec["name"] for key, spec in drugs["classes"].items()}

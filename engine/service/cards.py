@@ -145,7 +145,7 @@ class KnowledgeBaseView:
             rule = kb.compiled.models[cr.id]
             named = frozenset(d for t in _drug_fields(rule.when) for d in v.target_drugs(t))
             acted = frozenset(d for a in (rule.recommend.actions if rule.recommend else ())
-                              for d in v.target_drugs(a.target))
+                              if isinstance(a.target, str) for d in v.target_drugs(a.target))
             cites = tuple(Citation(s.reference, s.reported, s.doi, s.pmid) for s in rule.sources)
             rules[cr.id] = RuleInfo(cr.id, rule.version, text_in(rule.title), rule.evidence_level, cites, named,
                                     acted)
