@@ -142,9 +142,13 @@ def assess(snap: Snapshot, i: int, as_of: int) -> AnaphylaxisAssessment:
         crit, why = "false", "no manifestation of the organ groups the anaphylaxis criteria name"
     else:
         crit, why = "unknown", f"only {named}; {bp_words}"
-        missing.append(Missing("systolic blood pressure during the reaction",
-                               f"a measurement within 2 h of the onset of {where} (reduced blood pressure would "
-                               "meet the anaphylaxis criteria)", "anaphylaxis"))
+        if bp_words.startswith("the age is not known"):
+            missing.append(Missing("birth date", f"the age-specific low blood pressure limit for {where} depends on "
+                                   "the exact age", "anaphylaxis"))
+        else:
+            missing.append(Missing("systolic blood pressure during the reaction",
+                                   f"a measurement within 2 h of the onset of {where} (reduced blood pressure would "
+                                   "meet the anaphylaxis criteria)", "anaphylaxis"))
     if crit == "false":
         return AnaphylaxisAssessment("false", why, (), exposure)
     acute: Verdict
