@@ -177,7 +177,8 @@ class Reaction(Marked):
     time: TimeText
     time_is_onset: bool = Field(default=True, description="Whether `time` is when the manifestations began (the "
                                 "default). false: it is only when the reaction was recorded; the onset after the "
-                                "dose is then unknown and anaphylaxis by the clinical criteria undecided.")
+                                "dose is then unknown and anaphylaxis by the clinical criteria undecided.",
+                                examples=[False])
 
 
 class OrganSupport(Marked):

@@ -478,7 +478,7 @@ def bound_actions(rec: Recommend, bindings: dict[str, Binding],
             bound.extend(t for t in targets if t not in bound)
         for t in targets:
             name = vocab.target_name(t, lang)
-            out.append(Action(a.kind, t, name, text_in(a.text, lang).replace("{target}", name),
+            out.append(Action(a.kind, t, name, text_in(a.text, lang),
                               text_in(a.reported_dose, lang) if a.reported_dose else None))
     return tuple(out), tuple(bound)
 

@@ -755,9 +755,8 @@ class Action(Strict):
               examples=["stop", "consider"])
     target: str | TargetOf = Field(
         description="A drug (any synonym), drug class or procedure from the vocabulary; or {drug_of: alias}, the "
-        "drug of a matched fact. Actions on the same drug or class can conflict. In 'text', {target} is replaced "
-        "by the target's name.", examples=["tocilizumab", "il6-inhibitor", "expert-centre-referral",
-                                           {"drug_of": "serious"}])
+        "drug of a matched fact. Actions on the same drug or class can conflict.",
+        examples=["tocilizumab", "il6-inhibitor", "expert-centre-referral", {"drug_of": "serious"}])
     text: Text = Field(description="The action in words, for the clinician.",
                        examples=["Stop tocilizumab.", {"en": "Stop tocilizumab.", "zh-CN": "停用托珠单抗。"}])
     reported_dose: Text | None = Field(

@@ -63,7 +63,7 @@ class Label:
     document: str
     date: str
     reported: str
-    url: str | None = None
+    url: str  # where it is published: a citation without DOI or PMID is identified by it
 
     @property
     def reference(self) -> str:
