@@ -478,7 +478,9 @@ def bound_actions(rec: Recommend, bindings: dict[str, Binding],
             bound.extend(t for t in targets if t not in bound)
         for t in targets:
             name = vocab.target_name(t, lang)
-            out.append(Action(a.kind, t, name, text_in(a.text, lang),
+            # a target taken from the record is named in the text, which the rule could only write generically
+            text = text_in(a.text, lang) if isinstance(a.target, str) else f"{name}: {text_in(a.text, lang)}"
+            out.append(Action(a.kind, t, name, text,
                               text_in(a.reported_dose, lang) if a.reported_dose else None))
     return tuple(out), tuple(bound)
 
