@@ -180,6 +180,10 @@ class Reaction(Marked):
     severity: str | None = Field(default=None, description="mild, moderate or severe; leave it out "
                                  "when not recorded (rules on severity are then undecided, never answered as mild).")
     time: TimeText
+    time_is_onset: bool = Field(default=True, description="Whether `time` is when the manifestations began (the "
+                                "default). false: it is only when the reaction was recorded; the onset after the "
+                                "dose is then unknown and anaphylaxis by the clinical criteria undecided.",
+                                examples=[False])
 
 
 class OrganSupport(Marked):

@@ -11,7 +11,7 @@ from typing import Any
 
 from .compile import CompiledKB
 from .ir import All, AtLeast, CompiledRule, Leaf, Node, Not
-from .rulemodel import Rule, Threshold, text_in
+from .rulemodel import Rule, Threshold, target_label, text_in
 from .vocab import vocabulary
 
 EVIDENCE = {
@@ -75,8 +75,7 @@ def _derives(cr: CompiledRule, rule: Rule) -> str:
 def _recommends(rule: Rule) -> str:
     rec = rule.recommend
     assert rec is not None
-    vocab = vocabulary()
-    actions = "; ".join(f"{a.kind.replace('_', ' ')} {vocab.target_name(a.target)}" for a in rec.actions)
+    actions = "; ".join(f"{a.kind.replace('_', ' ')} {target_label(a.target)}" for a in rec.actions)
     priority = f", priority {rec.priority}" if rec.priority else ""
     return f"{rec.indicator.upper()}{priority}: {actions}"
 

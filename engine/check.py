@@ -13,6 +13,8 @@ from .templates import FIELDS, TemplateError, parse
 from .tree import Site, bound_when_true, definers, derived_uses, extra_trees, guaranteed_before, references, sites
 from .vocab import vocabulary
 
+DRUG_KINDS = ("reaction", "medication", "order")  # conditions whose matched fact names a drug
+
 
 def _diag(rf: RuleFile, path: PathKey, code: str, message: str, hint: str = "", key: bool = False) -> Diagnostic:
     pos = rf.doc.positions
@@ -53,6 +55,9 @@ def check_rule(rf: RuleFile) -> list[Diagnostic]:
                                  "not under any/not/at_least"))
                 continue
             leaf = kinds[ref.alias]
+            if ref.role == "drug" and leaf.kind not in DRUG_KINDS:
+                out.append(_diag(rf, ref.path, "E210", f"'{ref.alias}' is a {leaf.kind} condition and names no drug",
+                                 "name a reaction, medication or order condition"))
             if ref.role == "value" and not isinstance(leaf.spec, ObservationSpec | DerivedSpec):
                 out.append(_diag(rf, ref.path, "E107",
                                  f"'{ref.alias}' is a {leaf.kind} condition and has no value to compare with",
@@ -66,6 +71,21 @@ def check_rule(rf: RuleFile) -> list[Diagnostic]:
                                  "other facts", "write the condition on its own, without as/after/before/ref"))
     out.extend(_unit_warnings(rf))
     if rule.recommend is not None:
+        for k, act in enumerate(rule.recommend.actions):
+            if isinstance(act.target, str):
+                continue
+            where = ("recommend", "actions", k, "target", "drug_of")
+            alias = act.target.drug_of
+            found_at = found.get(alias)
+            if found_at is None:
+                out.append(_diag(rf, where, "E203", f"unknown alias '{alias}'",
+                                 did_you_mean(alias, defined) or "name a condition with 'as:'"))
+            elif not bound_when_true(found_at.site):
+                out.append(_diag(rf, where, "E204", f"alias '{alias}' is not guaranteed to be matched when the rule "
+                                 "fires", "define it in the rule's top-level 'all' list, not under any/not/at_least"))
+            elif kinds[alias].kind not in DRUG_KINDS:
+                out.append(_diag(rf, where, "E210", f"'{alias}' is a {kinds[alias].kind} condition and names no drug",
+                                 "take the target from a reaction, medication or order condition"))
         texts: list[tuple[PathKey, str]] = []
         rationale = rule.recommend.rationale
         if isinstance(rationale, LocalText):

@@ -397,8 +397,8 @@ class _RuleCompiler:
                               "present" if spec.present else "absent", name)
         if isinstance(spec, MedicationSpec):
             level = spec.level()
-            identity: list[FieldTest | AnyOf] = [self._drug_test(spec.drug, spec.class_)]
-            subject = self._drug_words(spec.drug, spec.class_)
+            identity: list[FieldTest | AnyOf] = [self._drug_test(spec.drug, spec.class_, spec.same_drug_as)]
+            subject = self._drug_words(spec.drug, spec.class_, spec.same_drug_as)
             if spec.route is not None:
                 identity.append(FieldTest("r", "eq", spec.route))
                 subject = f"{v.routes[spec.route].name} {subject}"
@@ -429,9 +429,9 @@ class _RuleCompiler:
                               subject, value_text, "medications")
         if isinstance(spec, OrderSpec):
             sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "any")
-            return _LeafParts(ORDER, "closed", [self._drug_test(spec.drug, spec.class_)],
+            return _LeafParts(ORDER, "closed", [self._drug_test(spec.drug, spec.class_, spec.same_drug_as)],
                               [_one_of("st", tuple(spec.status))] if set(spec.status) != {"draft", "active"} else [],
-                              sel, (), "order for " + self._drug_words(spec.drug, spec.class_),
+                              sel, (), "order for " + self._drug_words(spec.drug, spec.class_, spec.same_drug_as),
                               "status " + " or ".join(spec.status), "medication orders")
         if isinstance(spec, ReactionSpec):
             vals: list[Any] = []
@@ -443,10 +443,22 @@ class _RuleCompiler:
                 rank = float(v.severities.index(spec.severity.gte or spec.severity.eq or ""))
                 vals.append(FieldTest("sev", "gte" if spec.severity.gte else "eq", rank))
                 words.append(f"severity {'≥ ' if spec.severity.gte else ''}{spec.severity.gte or spec.severity.eq}")
+            undecidable = ("sev",) if spec.severity is not None else ()
+            if spec.anaphylaxis is not None:
+                vals.append(FieldTest("ana", "eq", 1.0 if spec.anaphylaxis else 0.0))
+                words.append("anaphylaxis by the clinical criteria" if spec.anaphylaxis
+                             else "not anaphylaxis by the clinical criteria")
+                undecidable = (*undecidable, "ana")
             sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "any")
-            return _LeafParts(REACTION, "closed", [self._drug_test(spec.drug, spec.class_)], vals, sel,
-                              ("sev",) if spec.severity is not None else (),
-                              "reaction to " + self._drug_words(spec.drug, spec.class_), ", ".join(words),
+            if spec.drug is None and spec.class_ is None and spec.same_drug_as is None:
+                others = tuple(d for d in v.drugs if d not in (spec.except_drugs or ()))
+                ident: list[FieldTest | AnyOf] = [_one_of("d", others)] if spec.except_drugs else []
+                subject = "reaction to any drug" + (
+                    " except " + ", ".join(v.drugs[d].name for d in spec.except_drugs) if spec.except_drugs else "")
+            else:
+                ident = [self._drug_test(spec.drug, spec.class_, spec.same_drug_as)]
+                subject = "reaction to " + self._drug_words(spec.drug, spec.class_, spec.same_drug_as)
+            return _LeafParts(REACTION, "closed", ident, vals, sel, undecidable, subject, ", ".join(words),
                               "adverse reactions")
         if isinstance(spec, OrganSupportSpec):
             sel = Selector("count", *_count(spec.count)) if spec.count else _which(spec.which, "any")
@@ -514,13 +526,17 @@ class _RuleCompiler:
             return Selector("count", *_count(spec.count))
         return _which(spec.which, "any")
 
-    def _drug_test(self, drug: str | None, cls: str | None) -> FieldTest | AnyOf:
+    def _drug_test(self, drug: str | None, cls: str | None, same_as: str | None = None) -> FieldTest | AnyOf:
+        if same_as is not None:
+            return FieldTest("d", "eq", FieldRef(same_as, "d"))  # rule alias for now; mapped to a join alias in _leaf
         if drug is not None:
             return FieldTest("d", "eq", drug)
         assert cls is not None
         return _one_of("d", self.vocab.drugs_in_class(cls))
 
-    def _drug_words(self, drug: str | None, cls: str | None) -> str:
+    def _drug_words(self, drug: str | None, cls: str | None, same_as: str | None = None) -> str:
+        if same_as is not None:
+            return f"the drug of {self._phrase(same_as)}"
         if drug is not None:
             return self.vocab.drugs[drug].name
         assert cls is not None
@@ -588,7 +604,9 @@ class _RuleCompiler:
                                 FieldTest("te", "gte", ref) if side == "lo" else FieldTest("ts", "lte", ref))
             if side == "lo" and alias != CLOCK:
                 starts.append(Bound(alias, field, offset))
-        scope_target = Pattern(parts.fact_kind, (*parts.identity, *window_tests))
+        identity = [FieldTest(t.field, t.op, FieldRef(ja(t.operand.alias), t.operand.field))
+                    if isinstance(t, FieldTest) and isinstance(t.operand, FieldRef) else t for t in parts.identity]
+        scope_target = Pattern(parts.fact_kind, (*identity, *window_tests))
         scope_joins = tuple(joins)
         scope = self.queries.add(scope_joins, scope_target)
         value_refs: list[str] = []
@@ -634,6 +652,7 @@ class _RuleCompiler:
             derived_status=spec.status_test() if isinstance(spec, DerivedSpec) else None,
             derived_values=tuple((op, float(v)) for op, v in spec.comparisons() if not isinstance(v, Ref))
             if isinstance(spec, DerivedSpec) else (),
+            drug_join=getattr(spec, "same_drug_as", None),
             line=line,
             col=col,
         )

@@ -150,6 +150,9 @@ def fact_json(fact: Fact) -> dict[str, Any]:
         out.update(drug=e.drug, status=e.status, time=iso(e.time))
     elif isinstance(e, Reaction):
         out.update(drug=e.drug, manifestations=list(e.manifestations), severity=e.severity, time=iso(e.time))
+        ana = (fact.extra or {}).get("anaphylaxis")
+        if ana is not None:
+            out["anaphylaxis"] = {"verdict": ana.verdict, "basis": ana.basis}
     elif isinstance(e, OrganSupport):
         out.update(support=e.kind, start=iso(e.start), end=iso(d["te"]) if d["te"] < 1e11 else None)
     elif isinstance(e, Diagnosis):
@@ -298,6 +301,13 @@ def template_field(fact: Fact, field: str, start: int | None, count: int | None,
             return w["list"].join(v.manifestations[m].name_in(lang) for m in e.manifestations)
         if field == "severity":
             return v.name("severities", e.severity, lang) if e.severity else w["severity_not_recorded"]
+        if field == "anaphylaxis":  # the criteria's answer and its reasons (engine/anaphylaxis.py; English)
+            ana = (fact.extra or {}).get("anaphylaxis")
+            if ana is None:
+                return "—"
+            verdict = {"true": "anaphylaxis by the clinical criteria", "false": "not anaphylaxis by the clinical "
+                       "criteria", "unknown": "anaphylaxis criteria undecided"}[ana.verdict]
+            return f"{verdict}: {ana.basis}"
     if isinstance(e, OrganSupport) and field == "kind":
         return v.organ_support[e.kind].name_in(lang)
     if isinstance(e, Diagnosis) and field == "diagnosis":

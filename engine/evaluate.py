@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from .compile import CompiledKB
@@ -49,7 +49,7 @@ from .result import (
     Suppression,
     Undecided,
 )
-from .rulemodel import Rule, text_in
+from .rulemodel import Recommend, Rule, text_in
 from .scores import ScoreResult, classify, evaluate_score, interpretation
 from .snapshot import Course, Snapshot
 from .templates import parse, render
@@ -70,6 +70,7 @@ class Binding:
     count: int | None = None
     previous: Fact | None = None
     nth: int | None = None
+    matched: tuple[Fact, ...] = ()  # every fact that passed, when several may (an action per drug uses them)
 
 
 def _dedupe(items: Iterable[Missing]) -> tuple[Missing, ...]:
@@ -77,6 +78,18 @@ def _dedupe(items: Iterable[Missing]) -> tuple[Missing, ...]:
     for m in items:
         seen.setdefault((m.what, m.detail), m)
     return tuple(seen.values())
+
+
+def _candidates(res: NodeResult) -> list[Fact]:
+    """The facts an undecided condition was about (the leaves' undecided facts)."""
+    if isinstance(res.node, Leaf):
+        return list(res.facts)
+    return [f for child in res.children if child.verdict == "unknown" for f in _candidates(child)]
+
+
+def _union(facts: Iterable[Fact]) -> tuple[Fact, ...]:
+    """Facts once each (by id), in record order."""
+    return tuple(sorted({f.id: f for f in facts}.values(), key=_order_key))
 
 
 def _order_key(f: Fact) -> tuple[float, tuple[int, int, int], str]:
@@ -131,11 +144,40 @@ class RuleEvaluator:
 
     def leaf(self, lf: Leaf, bindings: dict[str, Binding], verdicts: dict[str, NodeResult]) -> \
             tuple[NodeResult, Binding | None]:
+        join = lf.drug_join
+        anchor = bindings.get(join) if join is not None else None
+        if join is None or anchor is None or len({f.data["d"] for f in anchor.matched}) < 2:
+            return self._leaf(lf, bindings, verdicts)
+        # "the same drug as a": a may have matched facts of several drugs (reactions to two drugs); the leaf
+        # holds when it holds for one of them, each taken at its latest matched fact
+        latest: dict[str, Fact] = {}
+        for f in anchor.matched:
+            latest[str(f.data["d"])] = f
+        tried = [self._leaf(lf, {**bindings, join: replace(anchor, fact=f)}, verdicts) for f in latest.values()]
+        held = [(r, b) for r, b in tried if r.verdict == "true" and b is not None]
+        if held:
+            facts = _union(f for r, _ in held for f in r.facts)
+            seen = _union(f for r, _ in held for f in r.seen)
+            matched = _union(f for _, b in held for f in (b.matched or (b.fact,)))
+            return NodeResult(lf, "true", facts, seen), Binding(matched[-1], count=len(matched), matched=matched)
+        for r, _ in tried:
+            if r.verdict == "unknown":
+                missing = _dedupe(m for r2, _ in tried if r2.verdict == "unknown" for m in r2.missing)
+                return NodeResult(lf, "unknown", r.facts, r.seen, missing, (), r.note), None
+        return tried[-1][0], None
+
+    def _leaf(self, lf: Leaf, bindings: dict[str, Binding], verdicts: dict[str, NodeResult]) -> \
+            tuple[NodeResult, Binding | None]:
         for _, alias in lf.anchors:
             if alias not in bindings:
                 src = verdicts[alias]
                 if src.verdict == "false":
                     return NodeResult(lf, "false", note=f"'{alias}' did not match"), None
+                if alias == lf.drug_join and lf.world == "closed" and lf.section not in self.snapshot.unknown_sections:
+                    # whatever the undecided facts turn out to be, nothing of their drugs is recorded: false
+                    drugs = {f.data.get("d") for f in _candidates(src)}
+                    if not any(f.data["k"] == lf.fact_kind and f.data.get("d") in drugs for f in self.facts.values()):
+                        return NodeResult(lf, "false", note=f"nothing recorded of the drug of '{alias}'"), None
                 return NodeResult(lf, "unknown", missing=src.missing, note=f"'{alias}' is undecided"), None
         for b in lf.window_starts:
             start = float(bindings[b.alias].fact.data[b.field]) + b.offset
@@ -155,6 +197,9 @@ class RuleEvaluator:
             value_missing = tuple(m for m in value_missing if m.what != "glucocorticoid dose or body weight") + \
                 tuple(pulse_missing(f.entry, lf.path) for f in undecided
                       if "rg" not in f.data and isinstance(f.entry, Course))
+        if "ana" in lf.undecidable:  # what would decide each reaction's anaphylaxis criteria, named per reaction
+            value_missing = (*value_missing, *(m for f in undecided
+                                               for m in getattr((f.extra or {}).get("anaphylaxis"), "missing", ())))
         sel = lf.selector
         mode = sel.mode
 
@@ -197,7 +242,7 @@ class RuleEvaluator:
             return result("false", [f]), None
         if mode == "any":
             if matched:
-                return result("true", matched), Binding(matched[-1], count=len(matched))
+                return result("true", matched), Binding(matched[-1], count=len(matched), matched=tuple(matched))
             if undecided:
                 return result("unknown", undecided, value_missing), None
             if section_unknown:
@@ -261,6 +306,11 @@ class RuleEvaluator:
                 verdicts[node.alias] = res
                 if binding is not None and res.verdict == "true" and node.alias not in bindings:
                     bindings[node.alias] = binding  # in an any, the first true branch binds
+                elif binding is not None and res.verdict == "true" and binding.matched:
+                    # ... and a later true branch adds what it matched (an action per drug uses them all)
+                    old = bindings[node.alias]
+                    bindings[node.alias] = replace(old, matched=_union((*(old.matched or (old.fact,)),
+                                                                        *binding.matched)))
             return res
         if isinstance(node, Not):
             child = self.node(node.child, bindings, verdicts)
@@ -409,8 +459,38 @@ def _num(x: Fraction) -> float:
 
 # --- building the result --------------------------------------------------------------------------------
 
-def citations(rule: Rule) -> tuple[Citation, ...]:
-    return tuple(Citation(s.reference, s.reported, s.doi, s.pmid) for s in rule.sources)
+def citations(rule: Rule, drugs: Iterable[str] = ()) -> tuple[Citation, ...]:
+    """The rule's sources, then the product information of each drug an action was bound to (drugs.yaml)."""
+    out = [Citation(s.reference, s.reported, s.doi, s.pmid) for s in rule.sources]
+    for d in drugs:
+        label = vocabulary().drugs[d].label
+        if label is not None:
+            out.append(Citation(label.reference, label.reported, None, None, label.url))
+    return tuple(out)
+
+
+def bound_actions(rec: Recommend, bindings: dict[str, Binding],
+                  lang: str) -> tuple[tuple[Action, ...], tuple[str, ...]]:
+    """A recommendation's actions with every target taken from a matched fact resolved to that fact's drug:
+    one action per different drug matched, in the order first matched. Also the drugs so bound."""
+    vocab = vocabulary()
+    out: list[Action] = []
+    bound: list[str] = []
+    for a in rec.actions:
+        if isinstance(a.target, str):
+            targets = [a.target]
+        else:
+            b = bindings[a.target.drug_of]
+            facts = b.matched or (b.fact,)
+            targets = list(dict.fromkeys(str(f.data["d"]) for f in facts))
+            bound.extend(t for t in targets if t not in bound)
+        for t in targets:
+            name = vocab.target_name(t, lang)
+            # a target taken from the record is named in the text, which the rule could only write generically
+            text = text_in(a.text, lang) if isinstance(a.target, str) else f"{name}: {text_in(a.text, lang)}"
+            out.append(Action(a.kind, t, name, text,
+                              text_in(a.reported_dose, lang) if a.reported_dose else None))
+    return tuple(out), tuple(bound)
 
 
 def matched_entries(res: NodeResult, derived: dict[str, tuple[NodeResult, str]], start: int | None,
@@ -604,13 +684,10 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
                 return template_field(b.fact, field, snapshot.start, b.count, b.previous, b.nth, lang)
 
             rationale = render(parse(text_in(rec.rationale, lang)), resolve)
-            vocab = vocabulary()
-            actions = tuple(Action(a.kind, a.target, vocab.target_name(a.target, lang), text_in(a.text, lang),
-                                   text_in(a.reported_dose, lang) if a.reported_dose else None)
-                            for a in rec.actions)
+            actions, bound = bound_actions(rec, bindings, lang)
             recs.append(Recommendation(cr.id, cr.version, title, rec.indicator, "active", rec.priority, actions,
                                        rationale, tuple(matched_entries(res, derived, snapshot.start, reasons, lang)),
-                                       citations(rule),
+                                       citations(rule, bound),
                                        rule.evidence_level))
     recs, conflict_errors = resolve_conflicts(recs, kb.manifest.conflict_resolution)
     errors.extend(conflict_errors)

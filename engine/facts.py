@@ -182,7 +182,12 @@ class _Record:
             data["sev"] = float(SEVERITY_RANK[r.severity])
         for m in r.manifestations:
             data[f"m_{m}"] = 1.0
-        return data, r, None
+        from .anaphylaxis import assess  # it reads doses through administration_times, defined here
+
+        ana = assess(self.snap, i, as_of)
+        if ana.verdict != "unknown":  # absent when the record cannot decide: an anaphylaxis test is then undecided
+            data["ana"] = 1.0 if ana.verdict == "true" else 0.0
+        return data, r, {"anaphylaxis": ana}
 
     def support(self, i: int, as_of: int) -> Made:
         s = self.snap.supports[i]
@@ -209,7 +214,9 @@ class _Record:
         for i, o2 in enumerate(snap.orders):
             yield (sec[ORDER], i, 0), partial(self.order, i), (o2.time,)
         for i, r in enumerate(snap.reactions):
-            yield (sec[REACTION], i, 0), partial(self.reaction, i), (r.time,)
+            from .anaphylaxis import change_times
+
+            yield (sec[REACTION], i, 0), partial(self.reaction, i), (r.time, *change_times(snap, i))
         for i, s in enumerate(snap.supports):
             yield (sec[SUPPORT], i, 0), partial(self.support, i), _times(s.start, s.end)
 

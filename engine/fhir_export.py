@@ -252,6 +252,8 @@ class _Writer:
     def reaction(self, r: Reaction) -> None:
         manifestations = [self.concept("manifestations", m, "manifestation", self.v.manifestations[m].name)
                           for m in r.manifestations] or [{"text": "not recorded"}]
+        # a time that is not the onset travels as the recording date, so it is not read back as one
+        when = {"onset": iso(r.time)} if r.time_is_onset else {}
         self.add({
             "resourceType": "AllergyIntolerance",
             "clinicalStatus": {"coding": [{
@@ -260,9 +262,9 @@ class _Writer:
                 "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
                 "code": "confirmed"}]},
             "category": ["medication"], "code": self.drug(r.drug), "patient": self.subject,
-            "reaction": [{"manifestation": manifestations, "onset": iso(r.time)}
+            "reaction": [{"manifestation": manifestations} | when
                          | ({"severity": r.severity} if r.severity is not None else {})],
-        }, r.illustrative)
+        } | ({} if r.time_is_onset else {"recordedDate": iso(r.time)}), r.illustrative)
 
     def support(self, s: OrganSupport) -> None:
         name = self.v.organ_support[s.kind].name
@@ -369,7 +371,8 @@ def snapshot_to_case(snapshot: Snapshot) -> tuple[dict[str, Any], list[str]]:
                       for o in s.orders]
     case["reactions"] = [mark(r, {"drug": r.drug, "manifestations": list(r.manifestations)}
                               | ({"severity": r.severity} if r.severity is not None else {})
-                              | {"time": iso(r.time)}) for r in s.reactions if r.manifestations]
+                              | {"time": iso(r.time)} | ({} if r.time_is_onset else {"time_is_onset": False}))
+                         for r in s.reactions if r.manifestations]
     left_out = [f"{r.ref}: a reaction with no manifestation mascds knows; a case file needs one, so it is left "
                 "out" for r in s.reactions if not r.manifestations]
     case["organ_support"] = [mark(o, {"kind": o.kind, "start": iso(o.start)}

@@ -838,7 +838,10 @@ class Mapper:
                 continue
             manifestations = self._manifestations(r.manifestation or (), ref)
             severity = self._severity(r.severity, ref)
-            self.reactions.append(Reaction(ref, ill or self.illustrative(r), drug, tuple(manifestations), severity, t))
+            # recordedDate and lastOccurrence say when it was recorded or last seen, not when it began
+            began = r.onset or a.onsetDateTime or (a.onsetPeriod.start if a.onsetPeriod else None)
+            self.reactions.append(Reaction(ref, ill or self.illustrative(r), drug, tuple(manifestations), severity, t,
+                                           began is not None))
             mapped = True
         return mapped
 

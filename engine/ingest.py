@@ -272,7 +272,7 @@ class _Ingest:
         ill = self.marked(r, path)
         if drug is None or t is None or not ok:
             return None
-        return Reaction(self.ref(path), ill, drug, tuple(dict.fromkeys(manifestations)), sev, t)
+        return Reaction(self.ref(path), ill, drug, tuple(dict.fromkeys(manifestations)), sev, t, r.time_is_onset)
 
     def support(self, i: int) -> OrganSupport | None:
         s = self.case.organ_support[i]

@@ -119,6 +119,7 @@ class Leaf:
     derived_fact: str | None = None
     derived_status: str | None = None  # met | not_met | None (any status: only the value is compared)
     derived_values: tuple[tuple[str, float], ...] = ()  # value comparisons with numbers
+    drug_join: str | None = None  # rule alias whose drug this leaf's facts must have (same_drug_as)
 
     line: int = 0
     col: int = 0

@@ -265,7 +265,10 @@ def opposite_actions(loaded: LoadedRules) -> list[Diagnostic]:
             if a.priority != b.priority or exclusive(rf.rule, other.rule):
                 continue
             for k, act in enumerate(a.actions):
-                rival = next((x for x in b.actions if _polarity(act.kind) * _polarity(x.kind) == -1 and (
+                if not isinstance(act.target, str):
+                    continue  # a target taken from a matched fact is known only when evaluated
+                rival = next((x for x in b.actions if isinstance(x.target, str)
+                              and _polarity(act.kind) * _polarity(x.kind) == -1 and (
                     act.target == x.target or vocab.target_drugs(act.target) & vocab.target_drugs(x.target))), None)
                 if rival is None:
                     continue

@@ -23,6 +23,7 @@ class Citation:
     reported: str
     doi: str | None = None
     pmid: str | None = None
+    link: str | None = None  # a source without DOI or PMID: a product label's published address
 
     @property
     def url(self) -> str | None:
@@ -30,7 +31,7 @@ class Citation:
             return f"https://doi.org/{self.doi}"
         if self.pmid:
             return f"https://pubmed.ncbi.nlm.nih.gov/{self.pmid}/"
-        return None
+        return self.link
 
     def to_json(self) -> dict[str, Any]:
         return {"doi": self.doi, "pmid": self.pmid, "url": self.url, "reference": self.reference,

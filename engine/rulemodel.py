@@ -355,6 +355,9 @@ class DoseTest(ValueFields):
 class DrugFields(Strict):
     drug: str | None = Field(default=None, description="Drug id or any synonym in the vocabulary.")
     class_: str | None = Field(default=None, alias="class", description="Drug class (e.g. vasoactive).")
+    same_drug_as: str | None = Field(default=None, description="The drug of another matched fact, named with "
+                                     "'as' earlier in the same 'all' list (e.g. the drug a reaction was to).",
+                                     examples=["serious"])
 
     @field_validator("drug")
     @classmethod
@@ -376,8 +379,9 @@ class DrugFields(Strict):
 
     @model_validator(mode="after")
     def _drug_or_class(self) -> DrugFields:
-        if (self.drug is None) == (self.class_ is None):
-            raise _err("E113", "name exactly one of 'drug' or 'class'", "e.g. drug: tocilizumab",
+        named = [k for k in ("drug", "class_", "same_drug_as") if getattr(self, k) is not None]
+        if len(named) != 1 and not (isinstance(self, ReactionSpec) and not named):
+            raise _err("E113", "name exactly one of 'drug', 'class' or 'same_drug_as'", "e.g. drug: tocilizumab",
                        at="class" if self.class_ is not None else None)
         return self
 
@@ -482,6 +486,34 @@ class ReactionSpec(WindowFields, DrugFields):
     severity: Severity | None = Field(default=None, description="Severity, e.g. {gte: severe}; a reaction recorded "
                                       "without a severity leaves the condition undecided.",
                                       examples=[{"gte": "severe"}])
+    anaphylaxis: bool | None = Field(default=None, description="true: the reaction meets the anaphylaxis clinical "
+                                     "criteria (NIAID/FAAN 2006, WAO 2020) decided from its manifestations, onset "
+                                     "and blood pressure (engine/anaphylaxis.py), or was recorded as anaphylaxis; "
+                                     "false: it does not. Undecided, naming what to record, when the record cannot "
+                                     "decide it.", examples=[True])
+    except_drugs: list[str] | None = Field(default=None, description="With no drug or class (a reaction to any "
+                                           "drug): drugs left out, e.g. those a rule of their own covers.",
+                                           examples=[["tocilizumab"]])
+
+    @field_validator("except_drugs")
+    @classmethod
+    def _except(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out = []
+        for d in v:
+            found = vocabulary().drug_id(d)
+            if found is None:
+                raise _err("E106", f"unknown drug '{d}'", choices_hint(d, vocabulary().drug_choices()))
+            out.append(found)
+        return out
+
+    @model_validator(mode="after")
+    def _except_any(self) -> ReactionSpec:
+        if self.except_drugs is not None and (self.drug or self.class_ or self.same_drug_as):
+            raise _err("E113", "except_drugs goes with a reaction to any drug (no drug, class or same_drug_as)",
+                       "leave out drug/class, or leave out except_drugs", at="except_drugs")
+        return self
 
     @field_validator("manifestation")
     @classmethod
@@ -730,13 +762,29 @@ class Source(Strict):
         return self
 
 
+class TargetOf(Strict):
+    """An action target taken from a matched fact: the drug of the fact named ``drug_of``."""
+
+    drug_of: str = Field(description="Alias ('as') of a reaction, medication or order condition that holds whenever "
+                         "the rule fires; the action is on its drug, once per different drug matched.",
+                         examples=["serious"])
+
+
+def target_label(target: str | TargetOf) -> str:
+    """A written target in words, for listings: the vocabulary's name, or the drug of a named match."""
+    if isinstance(target, TargetOf):
+        return f"the drug of '{target.drug_of}'"
+    return vocabulary().target_name(target)
+
+
 class Action(Strict):
     kind: Literal["start", "stop", "avoid", "consider", "reduce", "monitor", "escalate_care", "record_allergy"] = \
         Field(description="What to do with the target (reduce: lower the dose or taper).",
               examples=["stop", "consider"])
-    target: str = Field(description="A drug (any synonym), drug class or procedure from the vocabulary; actions on "
-                        "the same drug or class can conflict.",
-                        examples=["tocilizumab", "il6-inhibitor", "expert-centre-referral"])
+    target: str | TargetOf = Field(
+        description="A drug (any synonym), drug class or procedure from the vocabulary; or {drug_of: alias}, the "
+        "drug of a matched fact. Actions on the same drug or class can conflict.",
+        examples=["tocilizumab", "il6-inhibitor", "expert-centre-referral", {"drug_of": "serious"}])
     text: Text = Field(description="The action in words, for the clinician.",
                        examples=["Stop tocilizumab.", {"en": "Stop tocilizumab.", "zh-CN": "停用托珠单抗。"}])
     reported_dose: Text | None = Field(
@@ -748,7 +796,9 @@ class Action(Strict):
 
     @field_validator("target")
     @classmethod
-    def _target(cls, v: str) -> str:
+    def _target(cls, v: str | TargetOf) -> str | TargetOf:
+        if isinstance(v, TargetOf):
+            return v
         vocab = vocabulary()
         drug = vocab.drug_id(v)
         if drug is not None:

@@ -58,6 +58,7 @@ class Reaction(Entry):
     manifestations: tuple[str, ...]
     severity: str | None  # None: not recorded
     time: int
+    time_is_onset: bool = True  # False: ``time`` is when it was recorded; when it began is not known
 
 
 @dataclass(frozen=True)

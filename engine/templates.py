@@ -16,7 +16,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "finding": ("finding", "time", "count"),
     "medication": ("drug", "route", "time", "start", "end", "dose", "regimen", "count", "nth"),
     "order": ("drug", "time", "status", "count"),
-    "reaction": ("drug", "time", "manifestations", "severity", "count"),
+    "reaction": ("drug", "time", "manifestations", "severity", "anaphylaxis", "count"),
     "organ_support": ("kind", "start", "end", "count"),
     "diagnosis": ("diagnosis", "onset", "count"),
     "derived": ("fact", "status", "value"),

@@ -101,6 +101,8 @@ def references(site: Site) -> list[Reference]:
             out.append(Reference(spec.before.fact, "before", (*site.spec_path, "before", "fact")))
         if spec.during is not None:
             out.append(Reference(spec.during, "during", (*site.spec_path, "during")))
+    if getattr(spec, "same_drug_as", None) is not None:
+        out.append(Reference(spec.same_drug_as, "drug", (*site.spec_path, "same_drug_as")))
     if isinstance(spec, ValueFields) and not isinstance(spec, MedicationSpec):
         for op, value in spec.comparisons():
             if isinstance(value, Ref):

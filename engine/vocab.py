@@ -79,6 +79,22 @@ class Analyte:
 
 
 @dataclass(frozen=True)
+class Label:
+    """A drug's product information as cited by hypersensitivity recommendations (drugs.yaml ``label``)."""
+
+    product: str
+    holder: str
+    document: str
+    date: str
+    reported: str
+    url: str  # where it is published: a citation without DOI or PMID is identified by it
+
+    @property
+    def reference(self) -> str:
+        return f"{self.product}, {self.holder}. {self.document}. {self.date}."
+
+
+@dataclass(frozen=True)
 class Drug:
     id: str
     name: str
@@ -88,6 +104,7 @@ class Drug:
     rxnorm: tuple[str, ...]
     zh_cn: str | None = None
     prednisone_equivalent: Fraction | None = None  # glucocorticoids: mg prednisone per mg of the drug
+    label: Label | None = None
 
     def name_in(self, lang: str) -> str:
         return pick(self.name, self.zh_cn, lang)
@@ -107,6 +124,8 @@ class Term:
     synonyms: tuple[str, ...] = ()
     interval_hours: float | None = None
     zh_cn: str | None = None
+    group: str | None = None  # manifestations: organ system of the anaphylaxis criteria (terms.yaml)
+    alone: bool = False  # manifestations: meets WAO 2020 criterion 2 by itself
 
     def name_in(self, lang: str) -> str:
         return pick(self.name, self.zh_cn, lang)
@@ -128,7 +147,7 @@ def _terms(section: dict[str, Any]) -> dict[str, Term]:
     for key, raw in section.items():
         spec = raw or {}
         out[key] = Term(key, spec.get("name", key), tuple(spec.get("synonyms", ()) or ()),
-                        spec.get("interval_hours"), spec.get("zh-CN"))
+                        spec.get("interval_hours"), spec.get("zh-CN"), spec.get("group"), bool(spec.get("alone")))
     return out
 
 
@@ -168,7 +187,9 @@ class Vocabulary:
         self.drugs: dict[str, Drug] = {
             key: Drug(key, spec["name"], tuple(spec.get("classes", ())), tuple(spec.get("synonyms", ())),
                       tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())), spec.get("zh-CN"),
-                      Fraction(str(spec["prednisone_equivalent"])) if "prednisone_equivalent" in spec else None)
+                      prednisone_equivalent=Fraction(str(spec["prednisone_equivalent"]))
+                      if "prednisone_equivalent" in spec else None,
+                      label=Label(**spec["label"]) if spec.get("label") else None)
             for key, spec in drugs["drugs"].items()
         }
         self.drug_classes: dict[str, str] = {key: spec["name"] for key, spec in drugs["classes"].items()}

@@ -132,14 +132,26 @@ def snapshot(rng: random.Random, n: int) -> tuple[Snapshot, int]:
     if rng.random() < 0.2:
         courses.append(_course(rng, len(courses), "anakinra", "sc", None, "q24h", (2.0, "mg/kg"), _t(rng, 0, 20),
                                rng.choice([None, 5.0])))
-    orders = [Order(f"gen:or{i}", False, "tocilizumab", rng.choice(["draft", "active"]), _t(rng))
+    # hx draws what the hypersensitivity rules need, so the draws of rng - and every snapshot the other rules were
+    # exercised on - stay as they were
+    hx = random.Random(f"hypersensitivity-{n}")
+    orders = [Order(f"gen:or{i}", False, hx.choice(["tocilizumab", "tocilizumab", "anakinra", "ciclosporin"]),
+                    rng.choice(["draft", "active"]), _t(rng))
               for i in range(rng.choice([0, 0, 1, 2]))]
     reactions = []
     for i in range(rng.choice([0, 0, 0, 1, 2])):
         ms = tuple(rng.sample(["anaphylaxis", "urticaria", "palpitations", "chest-tightness", "rash"],
                               k=rng.choice([1, 2])))
-        reactions.append(Reaction(f"gen:rx{i}", False, rng.choice(["tocilizumab", "tocilizumab", "anakinra"]),
-                                  ms, rng.choice(["mild", "moderate", "severe", None]), _t(rng)))
+        if hx.random() < 0.5:  # manifestations of the other organ groups of the anaphylaxis criteria
+            ms = tuple(dict.fromkeys((*ms, hx.choice(["wheeze", "flushing", "dyspnoea", "hypotension", "vomiting",
+                                                      "syncope"]))))
+        drug = rng.choice(["tocilizumab", "tocilizumab", "anakinra"])
+        rx = Reaction(f"gen:rx{i}", False, "ciclosporin" if hx.random() < 0.25 else drug,
+                      ms, rng.choice(["mild", "moderate", "severe", None]), _t(rng), hx.random() < 0.9)
+        reactions.append(rx)
+        if hx.random() < 0.4:  # a systolic blood pressure during the reaction, low or not for a child
+            obs.append(Observation(f"gen:o{len(obs)}", False, "systolic-bp", float(hx.choice([60, 80, 95, 110])),
+                                   rx.time + hx.choice([600, 3600, 3 * 3600]), "gen"))
     supports = []
     if 0.3 <= scenario < 0.5:
         vent_start = min((o.time for o in obs if o.analyte == "spo2"), default=_t(rng, 1, 10)) - 3600

@@ -49,8 +49,11 @@ def _probe(pattern: dict[str, object], ends: list[int]) -> tuple[int, list[str] 
 
 
 def _relating(test: object) -> bool:
-    return isinstance(test, dict) and any(isinstance(v, dict) for op in test.values() if isinstance(op, dict)
-                                          for v in op.values())
+    """A test relating the fact to another: {"$gte": {"te": {"a0": "ts"}}}, or an equality {"d": {"a0": "d"}}."""
+    if not isinstance(test, dict) or "$or" in test or "$and" in test:
+        return False
+    return any(isinstance(v, dict) and (not k.startswith("$") or any(isinstance(x, dict) for x in v.values()))
+               for k, v in test.items())
 
 
 def _check_order(pattern: dict[str, object]) -> None:

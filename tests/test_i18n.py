@@ -387,7 +387,7 @@ def test_vocabulary_entries_hold_only_known_fields() -> None:
     from .conftest import ROOT
 
     allowed = {"name", "zh-CN", "synonyms", "classes", "atc", "rxnorm", "interval_hours", "canonical", "kind",
-               "loinc", "plausible", "units", "prednisone_equivalent"}
+               "loinc", "plausible", "units", "prednisone_equivalent", "label", "group", "alone"}
     for table in ("drugs", "analytes", "terms"):
         data = yaml.safe_load((ROOT / "engine" / "data" / f"{table}.yaml").read_text(encoding="utf-8"))
 

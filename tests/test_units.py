@@ -36,7 +36,7 @@ PINT_UNITS = {
     "mg/L{DDU}": "mg/L", "ug/mL{DDU}": "ug/mL",
     "U/mL": "1/mL", "[IU]/mL": "1/mL",  # assay units of sCD25: the same unit under two names
     "Cel": "degC", "[degF]": "degF", "/min": "1/min", "%": "percent", "kg": "kg", "g": "g", "[lb_av]": "lb",
-    "cm": "cm", "m": "m", "[in_i]": "inch",
+    "cm": "cm", "m": "m", "[in_i]": "inch", "mm[Hg]": "mmHg",
 }
 DOSE_PINT = {"mg": "mg", "g": "g", "ug": "ug", "mg/kg": "mg/kg", "ug/kg": "ug/kg", "g/kg": "g/kg", "mg/d": "mg/day",
              "g/d": "g/day", "mg/kg/d": "mg/kg/day", "ug/kg/min": "ug/kg/min", "ug/kg/h": "ug/kg/hour",

@@ -385,7 +385,7 @@ def freeze_heap() -> None:
 def rule_page(view: KnowledgeBaseView, rule_id: str) -> str:
     """A self-contained HTML page documenting one rule of the knowledge base being served."""
     from ..catalogue import EVIDENCE, condition_text
-    from ..rulemodel import text_in
+    from ..rulemodel import target_label, text_in
 
     kb = view.kb
     rule = kb.compiled.models[rule_id]
@@ -397,7 +397,8 @@ def rule_page(view: KnowledgeBaseView, rule_id: str) -> str:
              f"<p>{e(text_in(rule.description))}</p>",
              f"<h2>When</h2><p>{e(condition_text(compiled.root))}</p>"]
     if rule.recommend is not None:
-        items = "".join(f"<li><b>{e(a.kind.replace('_', ' '))}</b> {e(a.target)}: {e(text_in(a.text))}</li>"
+        items = "".join(f"<li><b>{e(a.kind.replace('_', ' '))}</b> {e(target_label(a.target))}: "
+                        f"{e(text_in(a.text))}</li>"
                         for a in rule.recommend.actions)
         parts.append(f"<h2>Recommends ({e(rule.recommend.indicator)})</h2><p>{e(text_in(rule.recommend.rationale))}"
                      f"</p><ul>{items}</ul>")

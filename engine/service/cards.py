@@ -28,6 +28,7 @@ from ..catalogue import EVIDENCE
 from ..fhir_codes import MASCDS_SYSTEMS, code_tables
 from ..ir import leaves
 from ..kb import KnowledgeBase
+from ..result import Action as ResultAction
 from ..result import Assessment, Citation, Matched, Recommendation, Result, Undecided
 from ..rulemodel import DrugFields, text_in
 from ..vocab import vocabulary
@@ -152,7 +153,7 @@ class KnowledgeBaseView:
             rule = kb.compiled.models[cr.id]
             named = frozenset(d for t in _drug_fields(rule.when) for d in v.target_drugs(t))
             acted = frozenset(d for a in (rule.recommend.actions if rule.recommend else ())
-                              for d in v.target_drugs(a.target))
+                              if isinstance(a.target, str) for d in v.target_drugs(a.target))
             cites = tuple(Citation(s.reference, s.reported, s.doi, s.pmid) for s in rule.sources)
             rules[cr.id] = RuleInfo(cr.id, rule.version, text_in(rule.title), rule.evidence_level, cites, named,
                                     acted)
@@ -467,14 +468,19 @@ def _matched_draft(matched: Iterable[Matched], drafts: set[str]) -> bool:
     return any(f.get("kind") == "order" and f.get("drug") in drafts for f in _facts(matched))
 
 
-def _relevant(view: KnowledgeBaseView, rule_id: str, drafts: set[str], matched: Iterable[Matched] | None) -> bool:
+def _relevant(view: KnowledgeBaseView, rule_id: str, drafts: set[str], matched: Iterable[Matched] | None,
+              actions: Iterable[ResultAction] = ()) -> bool:
     """Whether a rule concerns the drugs being ordered: its conditions name one (for an undecided rule, only
-    this counts), or, for advice given, its actions name one or it matched one of the draft orders."""
+    this counts), or, for advice given, its actions name one (as written, or taken from the patient's record:
+    the drug a reaction was to) or it matched one of the draft orders."""
     info = view.rules.get(rule_id)
     if info is not None and info.condition_drugs & drafts:
         return True
     if matched is None:
         return False
+    v = vocabulary()
+    if any(v.target_drugs(a.target) & drafts for a in actions):
+        return True
     return bool(info is not None and info.action_drugs & drafts) or _matched_draft(matched, drafts)
 
 
@@ -485,7 +491,7 @@ def build_cards(result: Result, view: KnowledgeBaseView, ctx: CardContext) -> li
     drafts = set(ctx.draft_orders)
     recs = [r for r in result.recommendations if r.status == "active"]
     if order_sign:
-        recs = [r for r in recs if _relevant(view, r.rule_id, drafts, r.matched)]
+        recs = [r for r in recs if _relevant(view, r.rule_id, drafts, r.matched, r.actions)]
     suppressed = [r for r in result.recommendations if r.status == "suppressed"]
     # Most urgent first; at equal urgency the higher priority, then advice about the orders being signed (so the
     # card that matched a draft order carries the suggestion to delete it).
