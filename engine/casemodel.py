@@ -205,9 +205,11 @@ class Expectation(CaseModel):
         default_factory=dict, description="Rule id -> action targets whose actions must have lost a conflict "
         "(the recommendation itself may still stand), e.g. {acr2021.consider-il1-il6-blockade: [il6-inhibitor]}.",
         examples=[{"acr2021.consider-il1-il6-blockade": ["il6-inhibitor"]}])
-    assessments: dict[str, Literal["met", "not_met", "indeterminate", "met_unreliable", "not_met_unreliable"]] = \
+    assessments: dict[str, Literal["met", "not_met", "indeterminate", "met_unreliable", "not_met_unreliable",
+                                   "not_applicable"]] = \
         Field(default_factory=dict, description="Derived facts and the status each must have (a status with "
-              "_unreliable: the result holds but a caveat applies, e.g. the 2016 criteria under tocilizumab).",
+              "_unreliable: the result holds but a caveat applies, e.g. the 2016 criteria under tocilizumab; "
+              "not_applicable: the patient is outside the population the assessment is defined for).",
               examples=[{"refractory-sjia-mas": "met"},
                         {"mas-classification-2016": "not_met_unreliable", "ms-score": "met"}])
 

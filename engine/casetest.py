@@ -85,7 +85,8 @@ def rule_state(result: Result, rule_id: str) -> str:
     """fired | suppressed | undecided | not fired, for a recommending or deriving rule."""
     for a in result.assessments:
         if a.rule_id == rule_id:
-            return {"met": "fired", "not_met": "not fired", "indeterminate": "undecided"}[a.status]
+            return {"met": "fired", "not_met": "not fired", "indeterminate": "undecided",
+                    "not_applicable": "not applicable"}[a.status]
     for r in result.recommendations:
         if r.rule_id == rule_id:
             return "fired" if r.status == "active" else "suppressed"

@@ -151,7 +151,7 @@ def score_node(score: ScoreResult, assessment: Assessment | None, result: Result
         kids = tuple(build(r, result) for r in t.evidence)
         terms.append(ExplainNode(label, "", "true" if exact else "unknown", "", (), (), (), kids))
     status = assessment.status if assessment is not None else "indeterminate"
-    verdict = {"met": "true", "not_met": "false", "indeterminate": "unknown"}[status]
+    verdict = {"met": "true", "not_met": "false", "indeterminate": "unknown", "not_applicable": "false"}[status]
     label = f"score {_span(score.low, score.high)}"
     notes = [status.replace("_", " ")]
     if assessment is not None and assessment.interpretation:
@@ -167,7 +167,10 @@ def explain_result(result: Result, rule_id: str, title: str, version: str, file:
     assessment = next((a for a in result.assessments if a.rule_id == rule_id), None)
     if assessment is not None:
         outcome = {"met": "derived: met", "not_met": "derived: not met",
-                   "indeterminate": "derived: undecided"}[assessment.status]
+                   "indeterminate": "derived: undecided",
+                   "not_applicable": "derived: not applicable"}[assessment.status]
+        if assessment.not_applicable_reason:
+            outcome += f" - {assessment.not_applicable_reason}"
     elif rec is not None:
         outcome = "fired" if rec.status == "active" else "suppressed"
     else:

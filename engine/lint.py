@@ -302,7 +302,7 @@ def case_coverage(loaded: LoadedRules, paths: list[Path]) -> list[Diagnostic]:
                 rid = producers.get(fact)
                 if rid is not None and status in ("met", "met_unreliable"):
                     fired.add(rid)
-                elif rid is not None and status in ("not_met", "not_met_unreliable"):
+                elif rid is not None and status in ("not_met", "not_met_unreliable", "not_applicable"):
                     quiet.add(rid)
     for rf in loaded.rules:
         if rf.rule.status == "retired":
@@ -328,6 +328,8 @@ def _texts(rule: Rule) -> Iterator[tuple[PathKey, Any]]:
             yield ("recommend", "actions", k, "text"), act.text
             if act.reported_dose is not None:
                 yield ("recommend", "actions", k, "reported_dose"), act.reported_dose
+    if rule.applies_to is not None:
+        yield ("applies_to", "reason"), rule.applies_to.reason
     if rule.derive is not None:
         if rule.derive.summary is not None:
             yield ("derive", "summary"), rule.derive.summary

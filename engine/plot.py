@@ -18,7 +18,8 @@ from .vocab import vocabulary
 LAB_PANELS = (("ferritin",), ("platelets",), ("ast", "alt"), ("fibrinogen",), ("temperature",))
 FORMATS = (".png", ".svg", ".html")
 STATE_COLOUR = {"fired": "#c0392b", "suppressed": "#8e44ad", "undecided": "#e1a100", "met": "#1e8449",
-                "indeterminate": "#e1a100", "met_unreliable": "#8e44ad", "not_met_unreliable": "#8e44ad"}
+                "indeterminate": "#e1a100", "met_unreliable": "#8e44ad", "not_met_unreliable": "#8e44ad",
+                "not_applicable": "#95a5a6"}
 DAY = 86400.0
 
 
