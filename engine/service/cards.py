@@ -460,12 +460,13 @@ def _notice_card(summary: str, lines: list[str], indicator: str, view: Knowledge
 def not_applicable_card(items: list[Assessment], view: KnowledgeBaseView) -> Card:
     """One card for the assessments outside their population, so that their silence never reads as "not met"
     (the 2016 criteria beside a ferritin of 20,000 in a patient without sJIA)."""
-    names = _names(a.title for a in items)
+    names = _names(a.fact for a in items)
     lines = ["These assessments are defined for another population and say nothing about this patient - they "
              "neither confirm nor rule out MAS:"]
     lines += [f"- **{md(a.title)}** (`{a.rule_id}`): {md(a.not_applicable_reason or '')}" for a in items]
     lines += ["", "**Sources**", *_sources_md(c for a in items for c in a.citations[:1])]
-    return _card(uuid=str(uuid.uuid4()), summary=fit(f"Not applicable to this patient: {names}"),
+    summary = fit(f"Not applicable to this patient, neither met nor not met: {names}")
+    return _card(uuid=str(uuid.uuid4()), summary=summary,
                  detail="\n".join(lines), indicator="info", source=Source(label=f"mascds knowledge base {view.label}"),
                  overrideReasons=_override(_INFO_REASONS),
                  extension={EXTENSION_KEY: {"kind": "not-applicable", "rule_ids": [a.rule_id for a in items]}})
