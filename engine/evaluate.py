@@ -362,6 +362,7 @@ class Outcome:
     caveats: tuple[str, ...] = ()
     interpretation: str | None = None
     not_applicable_reason: str | None = None
+    population: NodeResult | None = None  # the decision on applies_to, for explanations
 
     @property
     def fact_status(self) -> str:
@@ -369,22 +370,23 @@ class Outcome:
 
 
 def applicability(ev: RuleEvaluator, cr: CompiledRule, lang: str) -> Outcome | None:
-    """The outcome of an assessment outside its population (not applicable, with the reason), or undecided when
-    the record cannot say whether the patient belongs to it; None when it applies."""
+    """The outcome of an assessment outside its population (not applicable, with the reason), undecided when
+    the record cannot say whether the patient belongs to it, "applies" when it does; None without applies_to."""
     if cr.applies_to is None:
         return None
     population = ev.node(cr.applies_to.node, {}, {})
     if population.verdict == "false":
-        return Outcome("not_applicable", not_applicable_reason=text_in(cr.applies_to.reason, lang))
+        return Outcome("not_applicable", not_applicable_reason=text_in(cr.applies_to.reason, lang),
+                       population=population)
     if population.verdict == "unknown":
-        return Outcome("indeterminate", _dedupe(population.missing))
-    return None
+        return Outcome("indeterminate", _dedupe(population.missing), population=population)
+    return Outcome("applies", population=population)
 
 
 def derive_outcome(ev: RuleEvaluator, cr: CompiledRule, res: NodeResult, rule: Rule, lang: str) -> Outcome:
-    outside = applicability(ev, cr, lang)
-    if outside is not None:
-        return outside
+    population = applicability(ev, cr, lang)
+    if population is not None and population.status != "applies":
+        return population
     status = {"true": "met", "false": "not_met", "unknown": "indeterminate"}[res.verdict]
     missing = res.missing
     score: ScoreResult | None = None
@@ -413,7 +415,8 @@ def derive_outcome(ev: RuleEvaluator, cr: CompiledRule, res: NodeResult, rule: R
             caveats.append(text_in(caveat.text, lang))
         elif verdict == "unknown":
             caveats.append(UNCHECKED_CAVEAT.get(lang, UNCHECKED_CAVEAT["en"]) + text_in(caveat.text, lang))
-    return Outcome(status, _dedupe(missing), score, tuple(caveats), words)
+    return Outcome(status, _dedupe(missing), score, tuple(caveats), words,
+                   population=population.population if population is not None else None)
 
 
 def _num(x: Fraction) -> float:
@@ -620,6 +623,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         complete=not snapshot.unknown_sections and not snapshot.input_errors, input_errors=snapshot.input_errors,
         traces=traces, derived_facts=derived_facts,
         scores={rid: o.score for rid, o in outcomes.items() if o.score is not None}, scope=scope,
+        populations={rid: o.population for rid, o in outcomes.items() if o.population is not None},
     )
 
 

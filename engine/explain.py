@@ -54,11 +54,15 @@ class Explanation:
     outcome: str  # fired | suppressed | not fired | undecided | derived: met/not met/undecided
     root: ExplainNode
     score: ExplainNode | None = None  # a score or ratio: each term, its input and its points
+    population: ExplainNode | None = None  # applies_to: who the assessment is defined for, decided first
+    not_applicable_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"rule_id": self.rule_id, "rule_version": self.rule_version, "title": self.title, "file": self.file,
                 "as_of": self.as_of, "outcome": self.outcome, "tree": self.root.to_json(),
-                "score": self.score.to_json() if self.score is not None else None}
+                "score": self.score.to_json() if self.score is not None else None,
+                "applies_to": self.population.to_json() if self.population is not None else None,
+                "not_applicable_reason": self.not_applicable_reason}
 
     def render_text(self, width: int = 100, color: bool | None = None) -> str:
         from io import StringIO
@@ -68,6 +72,14 @@ class Explanation:
         tree = Tree(Text(f"{self.rule_id} v{self.rule_version}: {self.outcome.upper()} as of {self.as_of}",
                          style="bold"))
         tree.add(Text(self.title, style="dim"))
+        if self.not_applicable_reason:
+            tree.add(Text(f"not applicable: {self.not_applicable_reason}", style="bold"))
+        if self.population is not None:
+            applies = tree.add(Text("applies to (decided first; outside it the assessment is not applicable)",
+                                    style="dim"))
+            _add(applies, self.population)
+            if self.not_applicable_reason:  # the conditions below were not what decided
+                tree.add(Text("its conditions, not used because the assessment does not apply:", style="dim"))
         _add(tree, self.root)
         if self.score is not None:
             _add(tree, self.score)
@@ -169,15 +181,16 @@ def explain_result(result: Result, rule_id: str, title: str, version: str, file:
         outcome = {"met": "derived: met", "not_met": "derived: not met",
                    "indeterminate": "derived: undecided",
                    "not_applicable": "derived: not applicable"}[assessment.status]
-        if assessment.not_applicable_reason:
-            outcome += f" - {assessment.not_applicable_reason}"
     elif rec is not None:
         outcome = "fired" if rec.status == "active" else "suppressed"
     else:
         outcome = {"false": "not fired", "unknown": "undecided", "true": "fired"}[res.verdict]
     score = result.scores.get(rule_id)
+    population = result.populations.get(rule_id)
     return Explanation(rule_id, version, title, file, result.as_of, outcome, build(res, result),
-                       score_node(score, assessment, result) if score is not None else None)
+                       score_node(score, assessment, result) if score is not None else None,
+                       build(population, result) if population is not None else None,
+                       assessment.not_applicable_reason if assessment is not None else None)
 
 
 def check_rule_id(rule_id: str, known: list[str]) -> None:

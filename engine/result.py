@@ -212,6 +212,7 @@ class Result:
     derived_facts: dict[str, Fact] = field(default_factory=dict, compare=False, repr=False)
     scores: dict[str, ScoreResult] = field(default_factory=dict, compare=False, repr=False)  # by rule id
     scope: ScopeVerdict = EVERYONE
+    populations: dict[str, NodeResult] = field(default_factory=dict, compare=False, repr=False)  # applies_to
 
     def shown_undecided(self) -> tuple[Undecided, ...]:
         """The undecided answers worth a clinician's attention: recommendation rules left undecided (their

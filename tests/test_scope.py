@@ -171,7 +171,10 @@ def test_not_applicable_is_shown_everywhere_with_its_reason(kb: engine.Knowledge
     assert "ms-score" in card.summary and "MS score" in (card.detail or "")
     assert "neither confirm nor rule out MAS" in (card.detail or "")
     explanation = engine.explain(kb, snap, "minoia2019.ms-score", at)
-    assert explanation.outcome.startswith("derived: not applicable - ")
+    assert explanation.outcome == "derived: not applicable"
+    assert explanation.not_applicable_reason == ms.not_applicable_reason
+    assert explanation.population is not None and explanation.population.verdict == "false"
+    assert "not applicable: The MS score" in explanation.render_text(width=200, color=False)
     states = engine.replay(kb, snap).states(result)
     assert states["minoia2019.ms-score"] == "not_applicable"
     assert "**not applicable**" in (ROOT / "docs" / "knowledge-base.md").read_text(encoding="utf-8")
