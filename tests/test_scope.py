@@ -227,3 +227,14 @@ def test_no_suggestion_of_a_drug_counts_its_class(kb: engine.KnowledgeBase, tmp_
     assert not found["prednisolone"].passed
     assert found["prednisolone"].actual.startswith("suggested: consider glucocorticoid (warning, "
                                                    "acr2021.initial-glucocorticoids")
+
+
+def test_replay_charts_show_not_applicable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    page = tmp_path / "na.html"
+    case = CASES / "applicability" / "mas-without-sjia.yaml"
+    assert main(["replay", str(case), "--rules", str(RULES), "--plot", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert "minoia2019.ms-score" in text and "not applicable" in text
+    assert "not applicable" in capsys.readouterr().out  # the replay table too
