@@ -195,6 +195,22 @@ class OrganSupport(Marked):
                                  examples=["day 9 10:00"])
 
 
+class RecommendsClaim(CaseModel):
+    """A recommendation as a clinician reads it: what to do, to which drug or class, how urgently, on whose word."""
+
+    kind: Literal["start", "stop", "avoid", "consider", "reduce", "monitor", "escalate_care", "record_allergy"] = \
+        Field(description="The action kind.", examples=["consider", "stop"])
+    target: str = Field(description="The action's target as the rule names it: a drug (any synonym), drug class or "
+                        "procedure from the vocabulary; matched exactly (a class is not its members).",
+                        examples=["ruxolitinib", "il6-inhibitor"])
+    indicator: Literal["info", "warning", "critical"] | None = Field(
+        default=None, description="Urgency the recommendation must have; left out, any.", examples=["warning"])
+    doi: str | None = Field(default=None, description="DOI one of the recommendation's sources must have; left out, "
+                            "any.", examples=["10.12372/jcp.2025.24e0236"])
+    rule: str | None = Field(default=None, description="Rule id that must give it; left out, any rule.",
+                             examples=["wu2025.consider-ruxolitinib"])
+
+
 class Expectation(CaseModel):
     at: TimeText = Field(description="Evaluation time.")
     note: str = Field(default="", description="What this time point shows, printed with its checks; optional.",
@@ -214,11 +230,33 @@ class Expectation(CaseModel):
         default_factory=dict, description="Rule id -> action targets whose actions must have lost a conflict "
         "(the recommendation itself may still stand), e.g. {acr2021.consider-il1-il6-blockade: [il6-inhibitor]}.",
         examples=[{"acr2021.consider-il1-il6-blockade": ["il6-inhibitor"]}])
-    assessments: dict[str, Literal["met", "not_met", "indeterminate", "met_unreliable", "not_met_unreliable"]] = \
+    assessments: dict[str, Literal["met", "not_met", "indeterminate", "met_unreliable", "not_met_unreliable",
+                                   "not_applicable"]] = \
         Field(default_factory=dict, description="Derived facts and the status each must have (a status with "
-              "_unreliable: the result holds but a caveat applies, e.g. the 2016 criteria under tocilizumab).",
+              "_unreliable: the result holds but a caveat applies, e.g. the 2016 criteria under tocilizumab; "
+              "not_applicable: the patient is outside the population the assessment is defined for).",
               examples=[{"refractory-sjia-mas": "met"},
                         {"mas-classification-2016": "not_met_unreliable", "ms-score": "met"}])
+    recommends: list[RecommendsClaim] = Field(
+        default_factory=list, description="Recommendations that must stand (given and not suppressed), by action "
+        "kind and target, optionally urgency, a source's DOI and the rule.",
+        examples=[[{"kind": "consider", "target": "ruxolitinib", "indicator": "warning",
+                    "doi": "10.12372/jcp.2025.24e0236"}]])
+    no_suggestion_of: list[str] = Field(
+        default_factory=list, description="Drugs or classes nothing may suggest: no standing start or consider "
+        "action on them, a class covering its members and a drug the classes it belongs to.",
+        examples=[["il6-inhibitor", "tocilizumab"]])
+    undecided: dict[str, list[str]] = Field(
+        default_factory=dict, description="Rule id or derived fact -> what its undecided answer must name as missing "
+        "(each item found in one of the missing inputs, e.g. triglycerides); an empty list: undecided, naming "
+        "anything.", examples=[{"fardet2014.hscore": ["triglycerides", "hepatomegaly"]}])
+    decided_not_fired: list[str] = Field(
+        default_factory=list, description="Rule ids or derived facts that must be decided and not fire: a "
+        "recommendation not given and not undecided, an assessment not met (not undecided, not unreliable, not "
+        "not applicable).", examples=[["yang2023.consider-ecmo", "refractory-sjia-mas"]])
+    scope: Literal["in_scope", "out_of_scope", "undetermined"] | None = Field(
+        default=None, description="Whether the patient must be in the knowledge base's scope (out of it nothing is "
+        "shown); left out, not checked.", examples=["out_of_scope"])
 
 
 SECTION_NAMES = ("diagnoses", "observations", "findings", "medications", "orders", "reactions", "organ_support")

@@ -69,6 +69,9 @@ def _derives(cr: CompiledRule, rule: Rule) -> str:
     for caveat in cr.caveats:
         results = " or ".join(s.replace("_", " ") for s in caveat.applies_to)
         text += f" A {results} result is marked unreliable when: {condition_text(caveat.node)}."
+    if cr.applies_to is not None:
+        text += (f" Applies to: {condition_text(cr.applies_to.node)}; otherwise **not applicable** "
+                 f"({text_in(cr.applies_to.reason)})")
     return text
 
 
@@ -100,6 +103,20 @@ def _row(cr: CompiledRule, rule: Rule) -> str:
             f"{_sources(rule)} | {EVIDENCE.get(rule.evidence_level, rule.evidence_level)} |")
 
 
+def _scope_lines(kb: CompiledKB) -> list[str]:
+    """The knowledge base's scope: outside it a result shows the clinician nothing (no CDS Hooks cards)."""
+    scope = kb.manifest.scope
+    if scope is None:
+        return ["Scope: every patient (the manifest states none).", ""]
+    vocab = vocabulary()
+    lines = ["## Scope", "", _cell(" ".join(scope.description.split())), "",
+             "Outside the scope a result shows nothing (no cards); every recommendation rule requires one of these "
+             "(checked at load, E210).", "", "| In scope with | Why |", "|---|---|"]
+    lines += [f"| diagnosis: {vocab.diagnoses[d.code].name} | {_cell(d.reason)} |" for d in scope.diagnoses]
+    lines += [f"| exposure to {vocab.target_name(d.target)} | {_cell(d.reason)} |" for d in scope.drugs]
+    return [*lines, ""]
+
+
 def render_catalogue(kb: CompiledKB) -> str:
     """The Markdown page: one table per rule folder, assessments first."""
     m = kb.manifest
@@ -114,6 +131,7 @@ def render_catalogue(kb: CompiledKB) -> str:
         f"{len(rules)} rules: {derived} assessments (derived facts other rules use) and {len(rules) - derived} "
         f"recommendations. Conflicts: `{m.conflict_resolution}`.",
         "",
+        *_scope_lines(kb),
     ]
     header = ["| Rule | Title | {what} | When | Sources | Evidence |", "|---|---|---|---|---|---|"]
     section: tuple[bool, str] | None = None

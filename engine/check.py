@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from .errors import Diagnostic, did_you_mean
 from .load import LoadedRules, RuleFile
 from .rulemodel import DerivedSpec, LocalText, ObservationSpec, Rule
+from .scope import unscoped_rules
 from .source import PathKey, format_path
 from .templates import FIELDS, TemplateError, parse
 from .tree import Site, bound_when_true, definers, derived_uses, extra_trees, guaranteed_before, references, sites
@@ -56,7 +57,7 @@ def check_rule(rf: RuleFile) -> list[Diagnostic]:
                 continue
             leaf = kinds[ref.alias]
             if ref.role == "drug" and leaf.kind not in DRUG_KINDS:
-                out.append(_diag(rf, ref.path, "E210", f"'{ref.alias}' is a {leaf.kind} condition and names no drug",
+                out.append(_diag(rf, ref.path, "E212", f"'{ref.alias}' is a {leaf.kind} condition and names no drug",
                                  "name a reaction, medication or order condition"))
             if ref.role == "value" and not isinstance(leaf.spec, ObservationSpec | DerivedSpec):
                 out.append(_diag(rf, ref.path, "E107",
@@ -84,7 +85,7 @@ def check_rule(rf: RuleFile) -> list[Diagnostic]:
                 out.append(_diag(rf, where, "E204", f"alias '{alias}' is not guaranteed to be matched when the rule "
                                  "fires", "define it in the rule's top-level 'all' list, not under any/not/at_least"))
             elif kinds[alias].kind not in DRUG_KINDS:
-                out.append(_diag(rf, where, "E210", f"'{alias}' is a {kinds[alias].kind} condition and names no drug",
+                out.append(_diag(rf, where, "E212", f"'{alias}' is a {kinds[alias].kind} condition and names no drug",
                                  "take the target from a reaction, medication or order condition"))
         texts: list[tuple[PathKey, str]] = []
         rationale = rule.recommend.rationale
@@ -184,6 +185,34 @@ def check_knowledge_base(loaded: LoadedRules, include_drafts: bool = True) -> li
                 out.append(_diag(rf, path, "E201", f"fact '{fact}' is derived only by the draft rule "
                                  f"'{producer.rule.id}'", "activate that rule, or make this one a draft"))
     out.extend(_cycles(live, producers))
+    out.extend(_negated_population(live, producers))
+    scope = loaded.manifest.scope
+    if scope is not None:
+        files = {rf.rule.id: rf for rf in live}
+        for rule in unscoped_rules((rf.rule for rf in live if evaluable(rf.rule, include_drafts)), scope):
+            out.append(_diag(files[rule.id], ("when",), "E210",
+                             f"rule '{rule.id}' could fire for a patient outside the knowledge base's scope, and "
+                             "its advice would then be hidden",
+                             "require a scope diagnosis or a watched drug in its 'when' (an item of its top 'all'), "
+                             "or add the drug it watches to scope.drugs in knowledge-base.yaml", key=True))
+    return out
+
+
+def _negated_population(rules: Iterable[RuleFile], producers: dict[str, RuleFile]) -> list[Diagnostic]:
+    """``not: {derived: X}`` where X has ``applies_to``: "not classified" would hold for everyone outside the
+    population, for whom the assessment says nothing."""
+    out: list[Diagnostic] = []
+    for rf in rules:
+        for cond, path in [(rf.rule.when, ("when",)), *extra_trees(rf.rule)]:
+            for site in sites(cond, path):
+                if not isinstance(site.spec, DerivedSpec) or not any(k == "not" for k, _ in site.ancestry):
+                    continue
+                producer = producers.get(site.spec.fact)
+                if producer is not None and producer.rule.applies_to is not None:
+                    out.append(_diag(rf, (*site.spec_path, "fact"), "E211",
+                                     f"'not' over '{site.spec.fact}', which is not applicable outside its "
+                                     "population", "use {derived: {fact: " + site.spec.fact + ", is: not_met}}, "
+                                     "which is false when the assessment does not apply"))
     return out
 
 

@@ -32,6 +32,7 @@ from .ir import (
     AtLeast,
     BandRule,
     Bound,
+    CompiledApplicability,
     CompiledCaveat,
     CompiledRule,
     CompiledScore,
@@ -201,10 +202,14 @@ class _RuleCompiler:
             for i, caveat in enumerate(rule.derive.caveats):
                 caveats.append(CompiledCaveat(self._tree(caveat.when, ("derive", "caveats", i, "when")),
                                               tuple(caveat.applies_to), caveat.text))
+        applies_to = None
+        if rule.applies_to is not None:
+            applies_to = CompiledApplicability(self._tree(rule.applies_to.when, ("applies_to", "when")),
+                                               rule.applies_to.reason)
         uses = frozenset(fact for fact, _ in derived_uses(rule))
         return CompiledRule(rule.id, rule.version, self.rf.file, rule.status, self.stratum, root,
                             rule.derive.fact if rule.derive else None, uses, dict(self.alias_leaf), score,
-                            tuple(caveats))
+                            tuple(caveats), applies_to)
 
     # --- scores ----------------------------------------------------------------------------------------
     def _tree(self, cond: Any, path: tuple[Any, ...]) -> Node:

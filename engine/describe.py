@@ -91,7 +91,7 @@ WORDS: dict[str, dict[str, str]] = {
 # Values of the record that are words, in zh-CN (English shows them as recorded).
 VALUE_WORDS_ZH_CN = {
     "status": {"met": "符合", "not_met": "不符合", "indeterminate": "未能判定", "met_unreliable": "符合（不可靠）",
-               "not_met_unreliable": "不符合（不可靠）"},
+               "not_met_unreliable": "不符合（不可靠）", "not_applicable": "不适用"},
     "order_status": {"draft": "草拟", "active": "已生效"},
     "sex": {"female": "女", "male": "男"},
 }

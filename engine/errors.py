@@ -50,6 +50,9 @@ CODES: dict[str, str] = {
     "E207": "alias defined twice",
     "E208": "knowledge-base manifest problem",
     "E209": "action on a target that is not a drug or procedure",
+    "E210": "recommendation rule that could fire outside the knowledge base's scope",
+    "E211": "'not' over an assessment that can be not applicable",
+    "E212": "drug taken from a fact that names no drug",
     # engine limits, checked when the knowledge base is compiled
     "E300": "engine limit exceeded",
     "E301": "a rule could not be evaluated, or a conflict is unresolved",

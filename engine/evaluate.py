@@ -50,6 +50,7 @@ from .result import (
     Undecided,
 )
 from .rulemodel import Recommend, Rule, text_in
+from .scope import decide_scope
 from .scores import ScoreResult, classify, evaluate_score, interpretation
 from .snapshot import Course, Snapshot
 from .templates import parse, render
@@ -360,6 +361,9 @@ def _derived_verdict(lf: Leaf, f: Fact) -> tuple[Verdict, tuple[Missing, ...], s
             verdicts.append(("unknown", caveats, "the assessment is unreliable here"))
         elif status == "indeterminate":
             verdicts.append(("unknown", inner, "the assessment is undecided"))
+        elif status == "not_applicable":
+            # outside its population the assessment says nothing: it is neither met nor "not met"
+            verdicts.append(("false", (), "the assessment is not applicable to this patient"))
         else:
             verdicts.append(("false", (), ""))
     if lf.derived_values:
@@ -410,18 +414,37 @@ def _age_possible(f: Fact, op: str, n: int, kb: CompiledKB, lf: Leaf) -> bool:
 class Outcome:
     """What a derive rule concluded: its status, the score if any, and why it may not be trusted."""
 
-    status: str  # met | not_met | indeterminate
+    status: str  # met | not_met | indeterminate | not_applicable
     missing: tuple[Missing, ...] = ()
     score: ScoreResult | None = None
     caveats: tuple[str, ...] = ()
     interpretation: str | None = None
+    not_applicable_reason: str | None = None
+    population: NodeResult | None = None  # the decision on applies_to, for explanations
 
     @property
     def fact_status(self) -> str:
         return f"{self.status}_unreliable" if self.caveats and self.status != "indeterminate" else self.status
 
 
+def applicability(ev: RuleEvaluator, cr: CompiledRule, lang: str) -> Outcome | None:
+    """The outcome of an assessment outside its population (not applicable, with the reason), undecided when
+    the record cannot say whether the patient belongs to it, "applies" when it does; None without applies_to."""
+    if cr.applies_to is None:
+        return None
+    population = ev.node(cr.applies_to.node, {}, {})
+    if population.verdict == "false":
+        return Outcome("not_applicable", not_applicable_reason=text_in(cr.applies_to.reason, lang),
+                       population=population)
+    if population.verdict == "unknown":
+        return Outcome("indeterminate", _dedupe(population.missing), population=population)
+    return Outcome("applies", population=population)
+
+
 def derive_outcome(ev: RuleEvaluator, cr: CompiledRule, res: NodeResult, rule: Rule, lang: str) -> Outcome:
+    population = applicability(ev, cr, lang)
+    if population is not None and population.status != "applies":
+        return population
     status = {"true": "met", "false": "not_met", "unknown": "indeterminate"}[res.verdict]
     missing = res.missing
     score: ScoreResult | None = None
@@ -450,7 +473,8 @@ def derive_outcome(ev: RuleEvaluator, cr: CompiledRule, res: NodeResult, rule: R
             caveats.append(text_in(caveat.text, lang))
         elif verdict == "unknown":
             caveats.append(UNCHECKED_CAVEAT.get(lang, UNCHECKED_CAVEAT["en"]) + text_in(caveat.text, lang))
-    return Outcome(status, _dedupe(missing), score, tuple(caveats), words)
+    return Outcome(status, _dedupe(missing), score, tuple(caveats), words,
+                   population=population.population if population is not None else None)
 
 
 def _num(x: Fraction) -> float:
@@ -672,7 +696,8 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
                              (_num(sr.low), _num(sr.high) if sr.high is not None else None)),
                 interpretation=done.interpretation, reliable=not done.caveats,
                 caveats=done.caveats, terms=tuple(t.to_json() for t in sr.terms) if sr is not None else (),
-                unrecorded=_dedupe(sr.missing) if sr is not None and done.status != "indeterminate" else ()))
+                unrecorded=_dedupe(sr.missing) if sr is not None and done.status != "indeterminate" else (),
+                not_applicable_reason=done.not_applicable_reason))
         elif rule.recommend is not None and res.verdict == "true":
             rec = rule.recommend
             bindings = all_bindings[cr.id]
@@ -696,6 +721,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
     recs.sort(key=lambda r: (r.status != "active", INDICATOR_RANK[r.indicator], -r.priority, r.rule_id))
     assessments.sort(key=lambda a: a.fact)
     undecided.sort(key=lambda u: (u.produces, u.rule_id))
+    scope = decide_scope(kb.manifest.scope, snapshot, as_of, [r.rule_id for r in recs])
     info = KnowledgeBaseInfo(kb.manifest.name, kb.manifest.version, kb.manifest.title, kb.content_hash,
                              len(kb.rules), kb.include_drafts)
     return Result(
@@ -705,7 +731,8 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         errors=tuple(errors), warnings=snapshot.warnings,
         complete=not snapshot.unknown_sections and not snapshot.input_errors, input_errors=snapshot.input_errors,
         treatment_history=history, traces=traces, derived_facts=derived_facts,
-        scores={rid: o.score for rid, o in outcomes.items() if o.score is not None},
+        scores={rid: o.score for rid, o in outcomes.items() if o.score is not None}, scope=scope,
+        populations={rid: o.population for rid, o in outcomes.items() if o.population is not None},
     )
 
 

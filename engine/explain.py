@@ -55,12 +55,16 @@ class Explanation:
     root: ExplainNode
     score: ExplainNode | None = None  # a score or ratio: each term, its input and its points
     suppressed: tuple[str, ...] = ()  # each suppressed action of the recommendation, with what suppressed it
+    population: ExplainNode | None = None  # applies_to: who the assessment is defined for, decided first
+    not_applicable_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"rule_id": self.rule_id, "rule_version": self.rule_version, "title": self.title, "file": self.file,
                 "as_of": self.as_of, "outcome": self.outcome, "tree": self.root.to_json(),
                 "score": self.score.to_json() if self.score is not None else None,
-                "suppressed_actions": list(self.suppressed)}
+                "suppressed_actions": list(self.suppressed),
+                "applies_to": self.population.to_json() if self.population is not None else None,
+                "not_applicable_reason": self.not_applicable_reason}
 
     def render_text(self, width: int = 100, color: bool | None = None) -> str:
         from io import StringIO
@@ -70,6 +74,14 @@ class Explanation:
         tree = Tree(Text(f"{self.rule_id} v{self.rule_version}: {self.outcome.upper()} as of {self.as_of}",
                          style="bold"))
         tree.add(Text(self.title, style="dim"))
+        if self.not_applicable_reason:
+            tree.add(Text(f"not applicable: {self.not_applicable_reason}", style="bold"))
+        if self.population is not None:
+            applies = tree.add(Text("applies to (decided first; outside it the assessment is not applicable)",
+                                    style="dim"))
+            _add(applies, self.population)
+            if self.not_applicable_reason:  # the conditions below were not what decided
+                tree.add(Text("its conditions, not used because the assessment does not apply:", style="dim"))
         _add(tree, self.root)
         if self.score is not None:
             _add(tree, self.score)
@@ -155,7 +167,7 @@ def score_node(score: ScoreResult, assessment: Assessment | None, result: Result
         kids = tuple(build(r, result) for r in t.evidence)
         terms.append(ExplainNode(label, "", "true" if exact else "unknown", "", (), (), (), kids))
     status = assessment.status if assessment is not None else "indeterminate"
-    verdict = {"met": "true", "not_met": "false", "indeterminate": "unknown"}[status]
+    verdict = {"met": "true", "not_met": "false", "indeterminate": "unknown", "not_applicable": "false"}[status]
     label = f"score {_span(score.low, score.high)}"
     notes = [status.replace("_", " ")]
     if assessment is not None and assessment.interpretation:
@@ -171,7 +183,8 @@ def explain_result(result: Result, rule_id: str, title: str, version: str, file:
     assessment = next((a for a in result.assessments if a.rule_id == rule_id), None)
     if assessment is not None:
         outcome = {"met": "derived: met", "not_met": "derived: not met",
-                   "indeterminate": "derived: undecided"}[assessment.status]
+                   "indeterminate": "derived: undecided",
+                   "not_applicable": "derived: not applicable"}[assessment.status]
     elif rec is not None:
         outcome = "fired" if rec.status == "active" else "suppressed"
     else:
@@ -179,8 +192,11 @@ def explain_result(result: Result, rule_id: str, title: str, version: str, file:
     score = result.scores.get(rule_id)
     suppressed = tuple(_suppressed_words(a) for a in (rec.actions if rec is not None else ())
                        if a.suppressed_by is not None)
+    population = result.populations.get(rule_id)
     return Explanation(rule_id, version, title, file, result.as_of, outcome, build(res, result),
-                       score_node(score, assessment, result) if score is not None else None, suppressed)
+                       score_node(score, assessment, result) if score is not None else None, suppressed,
+                       build(population, result) if population is not None else None,
+                       assessment.not_applicable_reason if assessment is not None else None)
 
 
 def _suppressed_words(a: Action) -> str:

@@ -27,6 +27,7 @@ from .snapshot import (
     OrganSupport,
     Patient,
     Reaction,
+    RecommendsClaim,
     Snapshot,
 )
 from .source import Document, PathKey, format_path, parse_yaml, read_yaml
@@ -294,9 +295,32 @@ class _Ingest:
         t = self.time(e.at, (*path, "at"))
         if t is None:
             return None
+        vocab = vocabulary()
+        claims = []
+        for k, c in enumerate(e.recommends):
+            target = self.target((*path, "recommends", k, "target"), c.target)
+            if target is not None:
+                claims.append(RecommendsClaim(c.kind, target, c.indicator, c.doi, c.rule))
+        targets = [self.target((*path, "no_suggestion_of", k), name) for k, name in enumerate(e.no_suggestion_of)]
+        no_drugs = tuple(x for x in targets if x is not None and vocab.target_drugs(x))
+        for k, x in enumerate(targets):
+            if x is not None and not vocab.target_drugs(x):
+                self.err((*path, "no_suggestion_of", k), "E106", f"'{x}' is not a drug or drug class",
+                         "name a drug or a drug class")
         return Expectation(t, e.note, tuple(e.fires), tuple(e.not_fires), tuple(e.indeterminate),
                            tuple(e.suppressed), tuple(sorted(e.assessments.items())), self.ref(path),
-                           tuple((rid, target) for rid, targets in e.suppressed_actions.items() for target in targets))
+                           tuple((rid, target) for rid, targets in e.suppressed_actions.items() for target in targets),
+                           tuple(claims), no_drugs, tuple((k, tuple(v)) for k, v in e.undecided.items()),
+                           tuple(e.decided_not_fired), e.scope)
+
+    def target(self, path: PathKey, name: str) -> str | None:
+        """A drug (by any synonym), drug class or procedure of the vocabulary, as an id."""
+        vocab = vocabulary()
+        found = vocab.drug_id(name) or (name if vocab.is_target(name) else None)
+        if found is None:
+            self.err(path, "E106", f"unknown drug, drug class or procedure '{name}'",
+                     choices_hint(name, vocab.target_choices()))
+        return found
 
 
 def ingest_document(doc: Document) -> tuple[Snapshot | None, list[Diagnostic]]:

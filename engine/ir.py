@@ -212,6 +212,14 @@ class CompiledCaveat:
 
 
 @dataclass(frozen=True)
+class CompiledApplicability:
+    """The population an assessment is defined for: outside it (``node`` false) the result is not_applicable."""
+
+    node: Node
+    reason: Any  # rulemodel Text
+
+
+@dataclass(frozen=True)
 class CompiledRule:
     id: str
     version: str
@@ -224,6 +232,7 @@ class CompiledRule:
     aliases: dict[str, Leaf] = field(default_factory=dict)
     score: CompiledScore | None = None
     caveats: tuple[CompiledCaveat, ...] = ()
+    applies_to: CompiledApplicability | None = None
 
 
 def leaves(node: Node) -> list[Leaf]:

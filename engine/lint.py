@@ -294,6 +294,9 @@ def case_coverage(loaded: LoadedRules, paths: list[Path]) -> list[Diagnostic]:
     producers = {rf.rule.derive.fact: rf.rule.id for rf in loaded.rules if rf.rule.derive is not None}
     fired: set[str] = set()
     quiet: set[str] = set()
+    vocab = vocabulary()
+    actions = [(rf.rule.id, a.kind, vocab.drug_id(a.target) or a.target) for rf in loaded.rules
+               if rf.rule.recommend is not None for a in rf.rule.recommend.actions]
     for path in files:
         try:
             snap = load_case(path)
@@ -303,11 +306,16 @@ def case_coverage(loaded: LoadedRules, paths: list[Path]) -> list[Diagnostic]:
         for exp in snap.expectations:
             fired.update(exp.fires, exp.suppressed, (rid for rid, _ in exp.suppressed_actions))
             quiet.update(exp.not_fires)
+            # claims in clinical terms: a recommendation claim covers the rules that can give that action
+            for claim in exp.recommends:
+                fired.update([claim.rule] if claim.rule else
+                             (rid for rid, kind, target in actions if (kind, target) == (claim.kind, claim.target)))
+            quiet.update(producers.get(s, s) for s in exp.decided_not_fired)
             for fact, status in exp.assessments:
                 rid = producers.get(fact)
                 if rid is not None and status in ("met", "met_unreliable"):
                     fired.add(rid)
-                elif rid is not None and status in ("not_met", "not_met_unreliable"):
+                elif rid is not None and status in ("not_met", "not_met_unreliable", "not_applicable"):
                     quiet.add(rid)
     for rf in loaded.rules:
         if rf.rule.status == "retired":
@@ -333,6 +341,8 @@ def _texts(rule: Rule) -> Iterator[tuple[PathKey, Any]]:
             yield ("recommend", "actions", k, "text"), act.text
             if act.reported_dose is not None:
                 yield ("recommend", "actions", k, "reported_dose"), act.reported_dose
+    if rule.applies_to is not None:
+        yield ("applies_to", "reason"), rule.applies_to.reason
     if rule.derive is not None:
         if rule.derive.summary is not None:
             yield ("derive", "summary"), rule.derive.summary

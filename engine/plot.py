@@ -18,7 +18,8 @@ from .vocab import vocabulary
 LAB_PANELS = (("ferritin",), ("platelets",), ("ast", "alt"), ("fibrinogen",), ("temperature",))
 FORMATS = (".png", ".svg", ".html")
 STATE_COLOUR = {"fired": "#c0392b", "suppressed": "#8e44ad", "undecided": "#e1a100", "met": "#1e8449",
-                "indeterminate": "#e1a100", "met_unreliable": "#8e44ad", "not_met_unreliable": "#8e44ad"}
+                "indeterminate": "#e1a100", "met_unreliable": "#8e44ad", "not_met_unreliable": "#8e44ad",
+                "not_applicable": "#95a5a6"}
 DAY = 86400.0
 
 
@@ -89,9 +90,10 @@ def _figure(rp: Replay) -> Any:
         ax.set_yticks(range(len(spans)), list(spans), fontsize=7)
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-        handles = [Rectangle((0, 0), 1, 1, color=c) for c in ("#c0392b", "#1e8449", "#e1a100", "#8e44ad")]
-        ax.legend(handles, ["fired", "met", "undecided", "suppressed / unreliable"], loc="lower left", fontsize=7,
-                  frameon=False, ncols=4, bbox_to_anchor=(0, 1.0))
+        colours = ("#c0392b", "#1e8449", "#e1a100", "#8e44ad", STATE_COLOUR["not_applicable"])
+        handles = [Rectangle((0, 0), 1, 1, color=c) for c in colours]
+        ax.legend(handles, ["fired", "met", "undecided", "suppressed / unreliable", "not applicable"],
+                  loc="lower left", fontsize=7, frameon=False, ncols=5, bbox_to_anchor=(0, 1.0))
     # from the first thing drawn (a diagnosis years before is a fact, not a point on the chart)
     drawn = [o.time for o in snap.observations] + [c.start for c in courses] + [o.time for o in snap.orders] + \
         [r.time for r in snap.reactions] + [s.start for s in snap.supports]

@@ -46,7 +46,8 @@ EVIDENCE_WORDS_ZH_CN = {
     "validated-score": "经验证的评分", "rct": "随机对照试验", "cohort": "队列研究", "case-series": "病例系列",
     "case-report": "单个病例报告", "regulatory-label": "药品说明书", "expert-opinion": "专家意见",
 }
-STATUS_WORDS_ZH_CN = {"met": "✔ 符合", "not_met": "✘ 不符合", "indeterminate": "? 未能判定"}
+STATUS_WORDS_ZH_CN = {"met": "✔ 符合", "not_met": "✘ 不符合", "indeterminate": "? 未能判定",
+                      "not_applicable": "– 不适用"}
 
 # The screen's sentences, by language; English is the default and the fallback.
 UI: dict[str, dict[str, str]] = {
@@ -75,6 +76,11 @@ UI: dict[str, dict[str, str]] = {
         "value_until": "value {span} until the missing inputs are known",
         "value_unrecorded": "value {span} (not recorded: {items}; the result holds whatever their values)",
         "list": ", ",
+        "out_of_scope": "Out of scope: this patient is not one the knowledge base is about; nothing is shown.",
+        "undetermined": "Scope undetermined: the record cannot say whether the knowledge base applies to this patient; "
+                        "record what is missing. Undecided rules and assessments are not shown.",
+        "scope_reason": "  - {reason}",
+        "scope_full": "(every rule was still evaluated: the full result is in --format json)",
     },
     "zh-CN": {
         "as_of": "评估时间 {as_of}", "as_of_relative": "（{when}）",
@@ -100,6 +106,11 @@ UI: dict[str, dict[str, str]] = {
         "value_until": "数值 {span}，待缺失项明确后确定",
         "value_unrecorded": "数值 {span}（未记录：{items}；无论其取值如何，结论均成立）",
         "list": "、",
+        "out_of_scope": "不在适用范围内：该患者不属于本知识库所针对的人群，不显示任何内容。",
+        "undetermined": "适用范围无法判定：病历无法说明本知识库是否适用于该患者；请记录缺失的内容。"
+                        "未能判定的规则和评估不予显示。",
+        "scope_reason": "  - {reason}",
+        "scope_full": "（所有规则仍已评估：完整结果见 --format json）",
     },
 }
 
@@ -295,7 +306,7 @@ def _recommendation(rec: Recommendation, lang: str = "en") -> Panel:
 
 
 STATUS_WORDS = {"met": ("✔ met", "green"), "not_met": ("✘ not met", ""),
-                "indeterminate": ("? undecided", "bold yellow")}
+                "indeterminate": ("? undecided", "bold yellow"), "not_applicable": ("– not applicable", "dim")}
 
 
 def number(x: float) -> str:
@@ -338,6 +349,8 @@ def _assessments(items: tuple[Assessment, ...], lang: str = "en") -> Table:
             grid.add_row("", Text(value, style="cyan"))
         if a.interpretation:
             grid.add_row("", Text(a.interpretation, style="cyan"))
+        if a.not_applicable_reason:
+            grid.add_row("", Text(a.not_applicable_reason, style="dim"))
         for caveat in a.caveats:
             grid.add_row("", Text(ui["caution"].format(caveat=caveat), style="magenta"))
         if a.status == "indeterminate":
@@ -371,7 +384,14 @@ def render_text(result: Result, width: int | None = None, color: bool | None = N
         console.print(Text(ui["warning"].format(warning=w), style="yellow"))
     active = [r for r in result.recommendations if r.status == "active"]
     suppressed = [r for r in result.recommendations if r.status != "active"]
-    if result.assessments:
+    scope = result.scope
+    if not scope.shown:
+        console.print()
+        console.print(Text(ui[scope.status], style="bold"))
+        for reason in scope.reasons:
+            console.print(Text(ui["scope_reason"].format(reason=reason)))
+        console.print(Text(ui["scope_full"], style="dim"))
+    if result.assessments and scope.shown:
         console.print()
         console.print(_assessments(result.assessments, lang))
     if result.treatment_history:
@@ -385,9 +405,9 @@ def render_text(result: Result, width: int | None = None, color: bool | None = N
         console.print(Text(count, style="bold"))
         for rec in active:
             console.print(_recommendation(rec, lang))
-    else:
+    elif scope.shown:
         console.print(Text(ui["none_fired"], style="bold"))
-    undecided = [u for u in result.indeterminate if u.produces != "assessment"]
+    undecided = result.shown_undecided()
     if undecided:
         console.print()
         console.print(Text(ui["undecided"], style="bold yellow"))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .facts import Fact
 from .ir import Missing, Node, Verdict
+from .scope import EVERYONE, ScopeVerdict
 
 if TYPE_CHECKING:
     from .history import Line
@@ -118,7 +119,7 @@ class Recommendation:
 @dataclass(frozen=True)
 class Assessment:
     fact: str
-    status: str  # met | not_met | indeterminate
+    status: str  # met | not_met | indeterminate | not_applicable
     rule_id: str
     rule_version: str
     title: str
@@ -134,10 +135,12 @@ class Assessment:
     caveats: tuple[str, ...] = ()
     terms: tuple[dict[str, Any], ...] = ()
     unrecorded: tuple[Missing, ...] = ()  # inputs of a decided score that were not recorded and did not matter
+    not_applicable_reason: str | None = None  # status not_applicable: why the assessment does not apply
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "fact": self.fact, "status": self.status, "reliable": self.reliable, "caveats": list(self.caveats),
+            "fact": self.fact, "status": self.status, "not_applicable_reason": self.not_applicable_reason,
+            "reliable": self.reliable, "caveats": list(self.caveats),
             "value": self.value, "value_range": list(self.value_range) if self.value_range else None,
             "interpretation": self.interpretation, "terms": list(self.terms), "rule_id": self.rule_id,
             "rule_version": self.rule_version, "title": self.title, "summary": self.summary,
@@ -219,6 +222,16 @@ class Result:
     traces: dict[str, NodeResult] = field(default_factory=dict, compare=False, repr=False)
     derived_facts: dict[str, Fact] = field(default_factory=dict, compare=False, repr=False)
     scores: dict[str, ScoreResult] = field(default_factory=dict, compare=False, repr=False)  # by rule id
+    scope: ScopeVerdict = EVERYONE
+    populations: dict[str, NodeResult] = field(default_factory=dict, compare=False, repr=False)  # applies_to
+
+    def shown_undecided(self) -> tuple[Undecided, ...]:
+        """The undecided answers worth a clinician's attention: recommendation rules left undecided (their
+        missing inputs traced through the assessments they use), and only for a patient in scope. An undecided
+        assessment no recommendation waits on stays in ``indeterminate`` and in explanations."""
+        if not self.scope.shown:
+            return ()
+        return tuple(u for u in self.indeterminate if u.produces == "recommendation")
 
     def fired(self) -> set[str]:
         """Rule ids whose recommendation was given and not suppressed."""
@@ -233,9 +246,11 @@ class Result:
             "backend": self.backend,
             "lang": self.lang,
             "complete": self.complete,
+            "scope": self.scope.to_json(),
             "recommendations": [r.to_json() for r in self.recommendations],
             "assessments": [a.to_json() for a in self.assessments],
             "indeterminate": [u.to_json() for u in self.indeterminate],
+            "shown_undecided": [u.rule_id for u in self.shown_undecided()],
             "errors": [e.to_json() for e in self.errors],
             "input_errors": list(self.input_errors),
             "warnings": list(self.warnings),

@@ -1024,6 +1024,20 @@ Term.model_rebuild()
 Caveat.model_rebuild()
 
 
+class Applicability(Strict):
+    """The population a criterion or score was defined for; outside it the assessment is ``not_applicable``."""
+
+    when: Condition = Field(description="Who the assessment is defined for (e.g. a recorded sJIA diagnosis); when "
+                            "this is false the assessment is not applicable, when undecided it is undecided.",
+                            examples=[{"diagnosis": {"code": "sjia"}}])
+    reason: Text = Field(description="Why the assessment does not apply outside that population, for the "
+                         "clinician (shown beside 'not applicable').",
+                         examples=["Defined for patients with sJIA; no sJIA diagnosis is recorded."])
+
+
+Applicability.model_rebuild()
+
+
 class Derive(Strict):
     fact: str = Field(pattern=_ID, description="Name of the derived fact (an assessment other rules can use).",
                       examples=["refractory-sjia-mas", "ms-score"])
@@ -1080,6 +1094,11 @@ class Rule(Strict):
     when: Condition = Field(description="The condition tree.", examples=[{"all": [
         {"derived": {"fact": "refractory-sjia-mas"}},
         {"medication": {"drug": "tocilizumab", "active": True, "as": "tcz"}}]}])
+    applies_to: Applicability | None = Field(
+        default=None, description="For an assessment defined for one population (the 2016 criteria, the MS score: "
+        "sJIA): who it applies to; outside it the assessment is not_applicable with the reason, never 'not met'.",
+        examples=[{"when": {"diagnosis": {"code": "sjia"}},
+                   "reason": "Defined for patients with sJIA; no sJIA diagnosis is recorded."}])
     derive: Derive | None = Field(default=None, description="Produce a derived fact (assessment).", examples=[{
         "fact": "refractory-sjia-mas",
         "summary": "Active sJIA-MAS not improving after three IV methylprednisolone pulse courses with ciclosporin "
@@ -1111,7 +1130,61 @@ class Rule(Strict):
         if (self.derive is None) == (self.recommend is None):
             raise _err("E113", "a rule has exactly one of 'derive' or 'recommend'",
                        "split it: one rule derives an assessment, another recommends from it")
+        if self.applies_to is not None and self.derive is None:
+            raise _err("E113", "applies_to is for assessments (rules with 'derive')",
+                       "a recommendation says who it is for in 'when'")
         return self
+
+
+class ScopeDiagnosis(Strict):
+    code: str = Field(description="Diagnosis id (or synonym) from the vocabulary; a patient with it recorded (active "
+                      "or resolved, onset before the evaluation time) is in scope.", examples=["sjia"])
+    reason: str = Field(min_length=10, description="Why patients with this diagnosis are in scope.",
+                        examples=["The population the knowledge base's criteria and treatment rules are about."])
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str) -> str:
+        found = vocabulary().diagnosis_id(v)
+        if found is None:
+            raise _err("E111", f"unknown diagnosis '{v}'", choices_hint(v, vocabulary().diagnoses))
+        return found
+
+
+class ScopeDrug(Strict):
+    target: str = Field(description="Drug or drug class from the vocabulary; a patient with a course, dose, order "
+                        "or reaction of it recorded (at or before the evaluation time) is in scope.",
+                        examples=["tocilizumab", "il1-inhibitor"])
+    reason: str = Field(min_length=10, description="Which safety rules watch this drug, and why.",
+                        examples=["Anaphylaxis, re-challenge and lung-disease rules of tocilizumab."])
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        vocab = vocabulary()
+        drug = vocab.drug_id(v)
+        if drug is not None:
+            return drug
+        if v in vocab.drug_classes:
+            return v
+        raise _err("E106", f"unknown drug or drug class '{v}'",
+                   choices_hint(v, [*vocab.drugs, *vocab.drug_classes]))
+
+
+class Scope(Strict):
+    """Who the knowledge base is about: a patient is in scope with one of these diagnoses or drugs recorded."""
+
+    description: str = Field(min_length=10, description="Why the knowledge base is limited to these patients.",
+                             examples=["Patients with sJIA, MAS or HLH, and patients exposed to a drug whose safety "
+                                       "rules apply whatever the diagnosis."])
+    diagnoses: list[ScopeDiagnosis] = Field(min_length=1, description="Diagnoses that put a patient in scope.",
+                                            examples=[[{"code": "sjia", "reason": "The population of the criteria "
+                                                        "and treatment rules."}]])
+    drugs: list[ScopeDrug] = Field(default_factory=list, description="Drugs (or classes) whose safety rules apply "
+                                   "to any patient exposed to them; every recommendation rule must require one of "
+                                   "these or a scope diagnosis (checked at load, E210).",
+                                   examples=[[{"target": "tocilizumab", "reason": "Anaphylaxis and re-challenge "
+                                               "rules of tocilizumab (Yang 2023)."}]])
 
 
 class KnowledgeBaseManifest(Strict):
@@ -1132,3 +1205,11 @@ class KnowledgeBaseManifest(Strict):
         "the higher priority wins; at equal priority 'restrictive-wins' lets stop/avoid beat "
         "start/consider, 'priority-only' reports an unresolved conflict as an error.",
         examples=["restrictive-wins"])
+
+    scope: Scope | None = Field(
+        default=None, description="The patients the knowledge base is about. Outside it a result reports no "
+        "recommendations, assessments or undecided rules to the clinician (CDS Hooks: no cards); left out, "
+        "every patient is in scope.",
+        examples=[{"description": "Children with sJIA, MAS or HLH, and patients on the drugs its safety rules watch.",
+                   "diagnoses": [{"code": "sjia", "reason": "The population of the knowledge base."}],
+                   "drugs": [{"target": "tocilizumab", "reason": "Watched by the tocilizumab safety rules."}]}])

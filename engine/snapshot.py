@@ -94,6 +94,27 @@ class Expectation:
     assessments: tuple[tuple[str, str], ...]
     ref: str
     suppressed_actions: tuple[tuple[str, str], ...] = ()  # (rule id, action target)
+    # claims in clinical terms (docs/case-format.md)
+    recommends: tuple[RecommendsClaim, ...] = ()
+    no_suggestion_of: tuple[str, ...] = ()  # drug or class ids
+    undecided: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (rule id or fact, what it must name as missing)
+    decided_not_fired: tuple[str, ...] = ()
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class RecommendsClaim:
+    """A recommendation a case expects: action kind and target (normalised), optionally urgency, DOI, rule."""
+
+    kind: str
+    target: str
+    indicator: str | None = None
+    doi: str | None = None
+    rule: str | None = None
+
+    def words(self) -> str:
+        extra = [x for x in (self.indicator, f"doi {self.doi}" if self.doi else None, self.rule) if x]
+        return f"{self.kind} {self.target}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 @dataclass(frozen=True)

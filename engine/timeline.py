@@ -29,6 +29,7 @@ class Span:
     """One stretch of the timeline over which a rule kept one state."""
 
     state: str  # fired | suppressed | undecided (recommendations); met | not_met | indeterminate (+ _unreliable)
+    # | not_applicable (assessments outside their population: shown, so a gap never reads as "not met")
     start: int
     end: int | None  # the time it changed; None: still so at the last time evaluated
 
@@ -162,7 +163,8 @@ def replay(kb: KnowledgeBase, snapshot: Snapshot, times: Sequence[int] | None = 
 
 
 STATE_STYLE = {"fired": "bold green", "suppressed": "magenta", "undecided": "yellow", "met": "green",
-               "indeterminate": "yellow", "met_unreliable": "magenta", "not_met_unreliable": "magenta"}
+               "indeterminate": "yellow", "met_unreliable": "magenta", "not_met_unreliable": "magenta",
+               "not_applicable": "dim"}
 
 
 def render_replay(rp: Replay, width: int = 100, color: bool | None = None) -> str:

@@ -173,8 +173,11 @@ def definers(all_sites: list[Site]) -> tuple[dict[str, Definer], list[tuple[Site
 
 
 def extra_trees(rule: Rule) -> list[tuple[Any, PathKey]]:
-    """Condition trees besides ``when``: score terms and caveats of a derive rule."""
+    """Condition trees besides ``when``: the population of ``applies_to``, score terms and caveats of a derive
+    rule."""
     out: list[tuple[Any, PathKey]] = []
+    if rule.applies_to is not None:
+        out.append((rule.applies_to.when, ("applies_to", "when")))
     if rule.derive is None:
         return out
     if rule.derive.score is not None:

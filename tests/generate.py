@@ -166,11 +166,22 @@ def snapshot(rng: random.Random, n: int) -> tuple[Snapshot, int]:
     if rng.random() < 0.15:
         s = _t(rng, 2, 20)
         supports.append(OrganSupport("gen:s1", False, "ecmo", s, s + int(2.5 * DAY) if rng.random() < 0.5 else None))
+    remission: int | None = None
+    if 0.65 <= scenario < 0.7:  # remission on ruxolitinib: sJIA, MAS resolved, afebrile after 12+ weeks of it
+        remission = _t(rng, 5, 30)
+        dx = [Diagnosis("gen:dx1", False, "sjia", START - 300 * DAY, None),
+              Diagnosis("gen:dx2", False, "mas", START - 100 * DAY, START - 60 * DAY)]
+        courses = [c for c in courses if c.drug not in ("tocilizumab", "ruxolitinib")]
+        courses.append(_course(rng, len(courses), "ruxolitinib", "oral", None, "q12h", (10.0, "mg"),
+                               remission - 100 * DAY, None))
+        obs.append(Observation(f"gen:o{len(obs)}", False, "temperature", 36.8, remission - 7200, "gen"))
     unknown = frozenset({"medications"}) if rng.random() < 0.05 else frozenset()
     if unknown:
         courses = []
     snap = Snapshot(f"gen-{n}", "generated", patient, START, tuple(dx), tuple(obs), tuple(findings), tuple(courses),
                     tuple(orders), tuple(reactions), tuple(supports), unknown)
+    if remission is not None:
+        return snap, remission
     if workup is not None:
         return snap, workup + int(rng.uniform(0, 0.5) * DAY) // 1800 * 1800
     if scenario < 0.5:  # evaluate near the scenario, where its rules can be decided

@@ -51,16 +51,24 @@ def test_expectation(rules: Path, path: Path, index: int, backend: engine.Backen
 def test_every_shipped_rule_has_a_case_where_it_fires_and_one_where_it_must_not(kb: engine.KnowledgeBase) -> None:
     fired: set[str] = set()
     quiet: set[str] = set()
+    producers = {r.derives: r.id for r in kb.compiled.rules if r.derives}
+    actions = [(rid, a.kind, a.target) for rid, m in kb.compiled.models.items() if m.recommend is not None
+               for a in m.recommend.actions]
     for path in case_files([CASES]):
         snap = engine.load_case(path)
         for exp in snap.expectations:
             fired.update(exp.fires)
             quiet.update(exp.not_fires)
+            # claims in clinical terms: an action claimed covers the rules that can give it (or the one named)
+            for claim in exp.recommends:
+                fired.update([claim.rule] if claim.rule else
+                             (rid for rid, kind, target in actions if (kind, target) == (claim.kind, claim.target)))
+            quiet.update(producers.get(s, s) for s in exp.decided_not_fired)
             for fact, status in exp.assessments:
-                rule = next(r.id for r in kb.compiled.rules if r.derives == fact)
+                rule = producers[fact]
                 if status in ("met", "met_unreliable"):
                     fired.add(rule)
-                elif status in ("not_met", "not_met_unreliable"):
+                elif status in ("not_met", "not_met_unreliable", "not_applicable"):
                     quiet.add(rule)
     missing_fire = sorted(set(kb.rule_ids) - fired)
     missing_quiet = sorted(set(kb.rule_ids) - quiet)

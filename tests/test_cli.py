@@ -109,13 +109,15 @@ def test_test_command_reports_each_expectation(capsys: pytest.CaptureFixture[str
     assert re.search(r"^\d+ cases, (\d+) checks: \1 passed, 0 failed$", out.strip().splitlines()[-1])
     wrong = tmp_path / "wrong.yaml"
     original = (CASES / "wu-2025-ruxolitinib.yaml").read_text()
-    claim = "    fires: [eular2024.refractory-consider-anakinra,"
+    claim = "      - {kind: consider, target: anakinra, indicator: warning,"
     assert original.count(claim) == 1
-    wrong.write_text(original.replace(claim, claim.replace("[", "[wu2025.consider-ruxolitinib, ")))
+    wrong.write_text(original.replace(claim, claim.replace("anakinra", "ruxolitinib")))
     code, out, _ = run(capsys, "test", str(wrong), "--rules", str(RULES))
     assert code == 2
-    assert ("FAIL wu-2025-ruxolitinib @ day 6 08:00: fires wu2025.consider-ruxolitinib — expected fired, "
-            "got not fired") in out
+    assert ("FAIL wu-2025-ruxolitinib @ day 6 08:00: recommends consider ruxolitinib (warning, doi "
+            "10.1136/ard-2024-225851) — expected consider ruxolitinib (warning, doi 10.1136/ard-2024-225851), "
+            "got not found; standing: ") in out
+    assert "consider anakinra (warning, eular2024.refractory-consider-anakinra, doi 10.1136/ard-2024-225851" in out
     code, out, _ = run(capsys, "test", str(wrong), "--rules", str(RULES), "--format", "json")
     data = json.loads(out)
     assert code == 2 and data["failed"] == 1 and data["passed"] == data["checks"] - 1

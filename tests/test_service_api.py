@@ -107,7 +107,7 @@ def test_patient_view_cards_are_the_engines_recommendations(client: httpx.Client
     reference = expected(kb, record)
     assert active(reference), "the test record is meant to make recommendations fire"
     assert set(card_rules(body, "recommendation")) == active(reference)
-    assert set(card_rules(body, "undecided")) == {u.rule_id for u in reference.indeterminate}
+    assert set(card_rules(body, "undecided")) == {u.rule_id for u in reference.shown_undecided()}
     assert set(card_rules(body, "assessment")) == {a.rule_id for a in reference.assessments
                                                     if a.status == "met" or not a.reliable}
     # The patient's own values are in the explanations.
@@ -197,11 +197,12 @@ def test_spec_patient_view_example_against_the_local_fhir_server(client: httpx.C
     req["fhirServer"] = ehr.fhir
     req["fhirAuthorization"]["access_token"] = FHIR_TOKEN
     body = checked(post(client, tokens, PATIENT_VIEW, req))
-    # Its prefetch key is not one of this service's: ignored, everything fetched; the record is quiet, so the only
-    # cards are rules it cannot decide, each an info card saying what to measure or record.
+    # Its prefetch key is not one of this service's: ignored, everything fetched; the record holds no sJIA, MAS or
+    # HLH and none of the watched drugs, so it is out of the knowledge base's scope: no cards, and the reason why.
     assert len(body["extension"]["org.mascds"]["fetched"]) == 9
-    assert body["cards"] and {c["indicator"] for c in body["cards"]} == {"info"}
-    assert card_rules(body, "recommendation") == []
+    assert body["cards"] == []
+    scope = body["extension"]["org.mascds"]["scope"]
+    assert scope["status"] == "out_of_scope" and any("no systemic juvenile" in r for r in scope["reasons"])
 
 
 def test_paged_search_results_are_followed_and_partial_prefetch_is_not_trusted(

@@ -349,6 +349,7 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
         issued.append(IssuedCard.of(c, ext.get("kind", ""), ext.get("rule_id"), ext.get("rule_version")))
     response = CDSHooksResponse(cards=cards, extension={EXTENSION_KEY: {
         "knowledge_base": view.to_json(), "evaluated_at": _iso(now), "complete": result.complete,
+        "scope": result.scope.to_json(),
         **({"not_fetched": gathered.not_fetched_keys} if gathered.not_fetched_keys else {}),
         **({"fetched": gathered.fetched_keys} if gathered.fetched_keys else {}),
     }})

@@ -1,12 +1,15 @@
 """Evaluation results as CDS Hooks cards.
 
-One card per active recommendation, per undecided rule (an info card naming what to measure or record, or which
-data the client did not send), and, for patient-view, per assessment that is met or whose "not met" is
-unreliable. Each card cites its rule's first source (``source.label`` the reference, ``source.url`` its DOI
-link), explains itself in ``detail`` (the rationale, the patient's matched values, the evidence level, every
-source) and links to the rule's documentation. An action becomes a FHIR suggestion only where it is concrete:
-"avoid" or "stop" a drug with a draft order in ``draftOrders`` deletes that draft; "record_allergy" creates an
-AllergyIntolerance unless one is already recorded for the drug. Other actions stay text.
+One card per active recommendation, per undecided recommendation rule (an info card naming what to measure or
+record, traced through the assessments it waits on, or which data the client did not send), and, for
+patient-view, per assessment that is met or whose "not met" is unreliable, plus one card listing the assessments
+that are not applicable to the patient. Outside the knowledge base's scope there are no cards; when the scope
+cannot be decided, one card names what the record must hold. Each card cites its rule's first source
+(``source.label`` the reference, ``source.url`` its DOI link), explains itself in ``detail`` (the rationale, the
+patient's matched values, the evidence level, every source) and links to the rule's documentation. An action
+becomes a FHIR suggestion only where it is concrete: "avoid" or "stop" a drug with a draft order in
+``draftOrders`` deletes that draft; "record_allergy" creates an AllergyIntolerance unless one is already recorded
+for the drug. Other actions stay text.
 
 Every string taken from the record or the knowledge base is escaped before it enters Markdown, so that data
 cannot inject links or markup into a card.
@@ -464,6 +467,39 @@ def _notice_card(summary: str, lines: list[str], indicator: str, view: Knowledge
                 extension={EXTENSION_KEY: {"kind": kind}})
 
 
+def not_applicable_card(items: list[Assessment], view: KnowledgeBaseView) -> Card:
+    """One card for the assessments outside their population, so that their silence never reads as "not met"
+    (the 2016 criteria beside a ferritin of 20,000 in a patient without sJIA)."""
+    names = _names(a.fact for a in items)
+    lines = ["These assessments are defined for another population and say nothing about this patient - they "
+             "neither confirm nor rule out MAS:"]
+    lines += [f"- **{md(a.title)}** (`{a.rule_id}`): {md(a.not_applicable_reason or '')}" for a in items]
+    lines += ["", "**Sources**", *_sources_md(c for a in items for c in a.citations[:1])]
+    summary = fit(f"Not applicable to this patient, neither met nor not met: {names}")
+    return _card(uuid=str(uuid.uuid4()), summary=summary,
+                 detail="\n".join(lines), indicator="info", source=Source(label=f"mascds knowledge base {view.label}"),
+                 overrideReasons=_override(_INFO_REASONS),
+                 extension={EXTENSION_KEY: {"kind": "not-applicable", "rule_ids": [a.rule_id for a in items]}})
+
+
+def scope_card(result: Result, view: KnowledgeBaseView, ctx: CardContext) -> Card:
+    """The one card of an undetermined scope: what the record must hold to tell whether the knowledge base
+    applies (sections the client did not send are named as such)."""
+    lines = ["The record cannot say whether this knowledge base applies to this patient, so its undecided rules "
+             "and assessments are not shown. To decide it:"]
+    for section in result.scope.missing:
+        label = section.replace("_", " ")
+        if section in ctx.not_fetched:
+            keys = ", ".join(f"`{k}`" for k in ctx.not_fetched_keys)
+            lines.append(f"- {md(label)}: not sent by the EHR and not fetchable (prefetch {keys})")
+        else:
+            lines.append(f"- {md(label)}: not recorded")
+    lines += ["", *(f"- {md(r)}" for r in result.scope.reasons)]
+    missing = " and ".join(s.replace("_", " ") for s in result.scope.missing)
+    return _notice_card(f"Scope undetermined: {missing} needed to tell whether this applies", lines, "info", view,
+                        "scope-undetermined")
+
+
 def _matched_draft(matched: Iterable[Matched], drafts: set[str]) -> bool:
     return any(f.get("kind") == "order" and f.get("drug") in drafts for f in _facts(matched))
 
@@ -485,8 +521,10 @@ def _relevant(view: KnowledgeBaseView, rule_id: str, drafts: set[str], matched: 
 
 
 def build_cards(result: Result, view: KnowledgeBaseView, ctx: CardContext) -> list[Card]:
-    """The cards of one evaluation, most urgent first."""
+    """The cards of one evaluation, most urgent first. Out of the knowledge base's scope there are none (the
+    CDS Hooks answer for "nothing relevant"), save the notice that rules could not be evaluated."""
     issued = _Issued()
+    scope = result.scope
     order_sign = ctx.hook == "order-sign"
     drafts = set(ctx.draft_orders)
     recs = [r for r in result.recommendations if r.status == "active"]
@@ -502,15 +540,23 @@ def build_cards(result: Result, view: KnowledgeBaseView, ctx: CardContext) -> li
                                                for a in s.actions)]
         cards.append((_INDICATOR_RANK[r.indicator], i, recommendation_card(r, view, ctx, issued, beaten)))
     n = len(cards)
-    if not order_sign:
+    if not order_sign and scope.shown:
         for a in result.assessments:
             if a.status == "met" or (a.status == "not_met" and not a.reliable):
                 n += 1
                 cards.append((_INDICATOR_RANK["info"], n, assessment_card(a, view, ctx)))
+        outside = [a for a in result.assessments if a.status == "not_applicable"]
+        if outside:
+            n += 1
+            cards.append((_INDICATOR_RANK["info"], n, not_applicable_card(outside, view)))
+    if scope.status == "undetermined" and not order_sign:
+        n += 1
+        cards.append((_INDICATOR_RANK["info"], n, scope_card(result, view, ctx)))
     by_rule = {a.rule_id: a for a in result.assessments}
-    undecided = sorted(result.indeterminate, key=lambda u: u.produces != "recommendation")
-    for u in undecided:
-        if order_sign and (u.produces != "recommendation" or not _relevant(view, u.rule_id, drafts, None)):
+    # Only undecided recommendations: an undecided assessment is shown through the recommendations waiting on
+    # it (their missing inputs are traced through it); the rest stays in the result and in explanations.
+    for u in result.shown_undecided():
+        if order_sign and not _relevant(view, u.rule_id, drafts, None):
             continue
         n += 1
         cards.append((_INDICATOR_RANK["info"], n, undecided_card(u, view, ctx, by_rule.get(u.rule_id))))
@@ -520,7 +566,7 @@ def build_cards(result: Result, view: KnowledgeBaseView, ctx: CardContext) -> li
         cards.append((_INDICATOR_RANK["warning"], -1, _notice_card(
             f"{len(result.errors)} rule(s) could not be evaluated; advice may be missing", lines, "warning", view,
             "rule-errors")))
-    if result.input_errors:
+    if result.input_errors and scope.status != "out_of_scope":
         shown = result.input_errors[:MAX_FACT_LINES]
         lines = ["These entries of the record were wrong and were left out; rules needing them may be undecided:",
                  *(f"- {md(e)}" for e in shown)]
