@@ -295,8 +295,9 @@ def case_coverage(loaded: LoadedRules, paths: list[Path]) -> list[Diagnostic]:
     fired: set[str] = set()
     quiet: set[str] = set()
     vocab = vocabulary()
+    # a target taken from a matched fact ({drug_of: ...}) is known only when evaluated: claims name such rules by id
     actions = [(rf.rule.id, a.kind, vocab.drug_id(a.target) or a.target) for rf in loaded.rules
-               if rf.rule.recommend is not None for a in rf.rule.recommend.actions]
+               if rf.rule.recommend is not None for a in rf.rule.recommend.actions if isinstance(a.target, str)]
     for path in files:
         try:
             snap = load_case(path)
