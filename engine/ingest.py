@@ -29,7 +29,7 @@ from .snapshot import (
 )
 from .source import Document, PathKey, format_path, parse_yaml, read_yaml
 from .times import TIME_HINT, TimeFormatError, parse_time
-from .units import Dose, UnitError, parse_dose, to_canonical
+from .units import Dose, ImpossibleValue, UnitError, parse_dose, shown, to_canonical
 from .validation import diagnostics_from
 from .vocab import vocabulary
 
@@ -86,6 +86,9 @@ class _Ingest:
             return None
         try:
             return parse_dose(value, unit)
+        except ImpossibleValue as exc:
+            self.err((*path, "dose"), "E114", str(exc), exc.hint)
+            return None
         except UnitError as exc:
             self.err((*path, "unit"), "E105", str(exc), exc.hint)
             return None
@@ -102,6 +105,8 @@ class _Ingest:
         if p.weight is not None:
             try:
                 weight = to_canonical("body-weight", p.weight.value, p.weight.unit)
+            except ImpossibleValue as exc:
+                self.err(("patient", "weight", "value"), "E114", str(exc), exc.hint)
             except UnitError as exc:
                 self.err(("patient", "weight", "unit"), "E105", str(exc), exc.hint)
             else:
@@ -174,6 +179,9 @@ class _Ingest:
             return None
         try:
             value = to_canonical(analyte, o.value, o.unit)
+        except ImpossibleValue as exc:
+            self.err((*path, "value"), "E114", str(exc), exc.hint)
+            return None
         except UnitError as exc:
             self.err((*path, "unit"), "E105", str(exc), exc.hint)
             return None
@@ -181,7 +189,7 @@ class _Ingest:
         lo, hi = a.plausible
         if not lo <= value <= hi:
             unit = self.vocab.display_unit(a.canonical)
-            self.err((*path, "value"), "E114", f"impossible {a.name} {o.value:g} {o.unit} "
+            self.err((*path, "value"), "E114", f"impossible {a.name} {shown(o.value)} {o.unit} "
                      f"({value:g} {unit})", f"plausible range is {lo:g}–{hi:g} {unit}; check the value and unit")
             return None
         return Observation(self.ref(path), ill, analyte, value, t, f"{o.value:g} {o.unit}")
