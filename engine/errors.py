@@ -22,6 +22,9 @@ CODES: dict[str, str] = {
     "E003": "document is not a mapping",
     "E004": "file cannot be read",
     "E005": "no rule files found",
+    "E006": "file too large",
+    "E007": "nesting too deep",
+    "E008": "document expands too far (aliases or size)",
     # shape of a rule or case document
     "E100": "unknown key",
     "E101": "required key missing",
