@@ -62,6 +62,7 @@ CODES: dict[str, str] = {
     "E402": "entry must say whether it is reported or illustrative",
     "E403": "course ends before it starts",
     "E404": "case has no events",
+    "E405": "no case files found",
     # lint: across the knowledge base and its cases
     "L100": "derived fact is never used",
     "L101": "condition can never be true",

@@ -222,6 +222,8 @@ def _one(errs: list[dict[str, Any]], doc: Document, root: type[BaseModel],
             hint = "remove the quotes so it is read as a number"
         elif isinstance(value, str) and value.lower() in ("yes", "no", "true", "false"):
             hint = "write true or false without quotes"
+        else:  # every diagnostic says how to fix it
+            hint = f"write {wanted} here"
         return Diagnostic(file, line, col, "E102", f"expected {wanted}, got {_describe(value)}", hint, where)
     if etype in ("literal_error", "enum"):
         expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
