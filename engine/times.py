@@ -43,6 +43,8 @@ def parse_duration(text: str) -> int:
     seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     if seconds <= 0:
         raise TimeFormatError(f"'{text}' must be longer than zero")
+    if seconds > LATEST - EARLIEST:  # no window can be longer than the span of times mascds reads
+        raise TimeFormatError(f"'{text[:40]}' is longer than any record ({RANGE_TEXT})")
     return round(seconds)
 
 

@@ -40,6 +40,13 @@ def shown(value: float | int) -> str:
         return repr(value)
 
 
+def exact_number(value: float | int) -> bool:
+    """Whether ``value`` is a finite float, or an integer a float holds exactly (at most 2**53)."""
+    if isinstance(value, int):
+        return abs(value) <= 2**53
+    return math.isfinite(value)
+
+
 def finite(value: float | int, what: str) -> float:
     """``value`` as a finite float, or :class:`ImpossibleValue` naming ``what`` it was meant to be."""
     try:
