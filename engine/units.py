@@ -7,7 +7,9 @@ flips from floating-point noise. Labs are never reported to 10 significant digit
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -81,7 +83,23 @@ def to_canonical(analyte: str, value: float, unit: str) -> float:
     if conv is None:
         raise UnitError(f"unit '{unit}' does not apply to {a.name}",
                         "use one of: " + ", ".join(vocab.display_unit(u) for u in sorted(a.units)))
-    return _round((Fraction(value) + conv.offset) * conv.factor)
+    canonical = _round((Fraction(value) + conv.offset) * conv.factor)
+    if canonical != 0 and abs(canonical) < smallest_value():
+        floor = f"{smallest_value():.3g} {vocab.display_unit(a.canonical)}"
+        raise ImpossibleValue(f"{a.name} of {shown(value)} {unit} is too small to compute with",
+                              f"write 0, or a value of at least {floor}")
+    return canonical
+
+
+@functools.cache
+def smallest_value() -> float:
+    """The smallest nonzero magnitude a value may have: any plausible value divided by it is still a float.
+
+    Rules divide one value by another (the ferritin/ESR ratio); an ESR of 5e-324 made that ratio 1e329, beyond
+    any float, and crashed the evaluation. This is a bound of arithmetic, not of clinical plausibility: it is
+    about 1e-302, hundreds of orders of magnitude below any measurement."""
+    largest = max(float(a.plausible[1]) for a in vocabulary().analytes.values())
+    return largest / sys.float_info.max
 
 
 def from_canonical(analyte: str, value: float, unit: str) -> float:

@@ -20,7 +20,7 @@ import yaml
 
 import engine
 from engine.times import EARLIEST, LATEST, TimeFormatError, check_epoch, parse_time
-from engine.units import ImpossibleValue, from_canonical, parse_dose, shown, to_canonical
+from engine.units import ImpossibleValue, from_canonical, parse_dose, shown, smallest_value, to_canonical
 from engine.vocab import vocabulary
 
 from .conftest import CASES, RULES
@@ -211,3 +211,12 @@ def test_an_absurd_evaluation_time_through_the_api_is_a_usage_error(kb: engine.K
     for at in (10**20, -(10**20), "day 99999999"):
         with pytest.raises(engine.MascdsError, match="plausible time"):
             kb.evaluate(snap, at=at)
+
+
+def test_a_value_too_small_to_divide_by_is_refused_and_the_floor_is_far_below_any_measurement() -> None:
+    """An ESR of 5e-324 made the ferritin/ESR ratio overflow a float (found by the long fuzz run)."""
+    with pytest.raises(ImpossibleValue, match="too small"):
+        to_canonical("esr", 5e-324, "mm/h")
+    assert to_canonical("esr", 0, "mm/h") == 0.0 and to_canonical("esr", 1e-12, "mm/h") == 1e-12
+    largest = max(a.plausible[1] for a in vocabulary().analytes.values())
+    assert math.isfinite(largest / smallest_value()) and smallest_value() < 1e-300

@@ -172,6 +172,8 @@ def _dose(value: Any, unit: str = "mg/kg") -> dict[str, Any]:
 @example(_ferritin(500, "day 99999999"))  # year 275814: crashed at evaluation
 @example(_ferritin(500, "day 1" + "0" * 400))  # a 401-digit day: OverflowError at evaluation
 @example(_case([_observation("ferritin", 500, "ng/mL", "day 1")], [], None, "0001-01-01"))
+@example(_case([_observation("ferritin", 0.0, None, "day 0 00:00"), _observation("esr", 5e-324, None, "day 3 01:00")],
+               [], None, None))  # found by the long run: the ferritin/ESR ratio overflowed a float
 def test_snapshot_dicts_load_or_fail_cleanly_and_the_backends_agree(kb: engine.KnowledgeBase,
                                                                     data: dict[str, Any]) -> None:
     with bounded():
