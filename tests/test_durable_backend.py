@@ -284,3 +284,29 @@ def test_constants_in_patterns_are_checked_when_the_ruleset_is_built() -> None:
             s.close()
     finally:
         be.close()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 2**60])
+def test_a_fact_number_orjson_would_write_wrongly_is_refused_not_sent(value: float) -> None:
+    """orjson writes NaN and infinity as null: the fast path must not pass that on as a missing value."""
+    be = DurableBackend({"q1": Query("q1", (), Pattern("obs", (FieldTest("v", "gt", 1.0),)))})
+    try:
+        s = be.open()
+        try:
+            with pytest.raises(EvaluationError, match="cannot be evaluated"):
+                s.add([Fact("0", {"k": "obs", "v": value}, None)])
+        finally:
+            s.close()
+    finally:
+        be.close()
+
+
+def test_the_fast_path_and_the_exact_encoder_write_the_same_facts(kb: engine.KnowledgeBase) -> None:
+    from engine.durable_backend import engine_json, facts_json
+    from engine.facts import build_facts, clock_fact
+
+    for path in sorted(CASES.rglob("*.yaml")):
+        snap = engine.load_case(path)
+        at = max(snap.event_times())
+        rows = [{"id": f.id, "sid": "s", **f.data} for f in [*build_facts(snap, at), clock_fact(at)]]
+        assert json.loads(facts_json(rows)) == json.loads(engine_json(rows)), path.name
