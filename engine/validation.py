@@ -202,7 +202,8 @@ def _one(errs: list[dict[str, Any]], doc: Document, root: type[BaseModel],
         key = str(loc[-1])
         model = _model_at(root, loc[:-1])
         allowed = allowed_keys(model) if model else []
-        hint = did_you_mean(key, allowed) or (f"allowed here: {', '.join(allowed)}" if allowed else "")
+        hint = did_you_mean(key, allowed) or (f"allowed here: {', '.join(allowed)}" if allowed else
+                                              "remove the key, or check its spelling and indentation")
         line, col = doc.positions.of_key(path)
         return Diagnostic(file, line, col, "E100", f"unknown key '{key}'", hint, where)
     if etype == "missing":

@@ -9,11 +9,14 @@ memory budget. The inputs that once crashed mascds are explicit examples.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import math
 import resource
+import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +29,7 @@ import engine
 from engine.snapshot import Snapshot
 from engine.vocab import vocabulary
 from tests.conftest import CASES, RULES
-from tests.fuzz.conftest import fuzz
+from tests.fuzz.conftest import FUZZ_PROFILE, fuzz
 from tests.magnitudes import MAGNITUDES, with_value
 
 SECONDS_PER_INPUT = 20.0  # generous on a shared two-core machine; a runaway input takes minutes or forever
@@ -50,9 +53,16 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+TRIED: Counter[str] = Counter()  # inputs per property, printed at exit of a long run (even an interrupted one)
+if FUZZ_PROFILE == "fuzz-long":
+    atexit.register(lambda: print("fuzz inputs tried: " + ", ".join(f"{k} {v}" for k, v in sorted(TRIED.items()))
+                                  + f"; total {sum(TRIED.values())}", file=sys.stderr))
+
+
 @contextmanager
-def bounded() -> Iterator[None]:
+def bounded(name: str) -> Iterator[None]:
     """The input must finish within SECONDS_PER_INPUT and raise the peak memory by at most MEGABYTES_PER_INPUT."""
+    TRIED[name] += 1
     peak, start = _peak_mb(), time.monotonic()
     yield
     took, grew = time.monotonic() - start, _peak_mb() - peak
@@ -176,7 +186,7 @@ def _dose(value: Any, unit: str = "mg/kg") -> dict[str, Any]:
                [], None, None))  # found by the long run: the ferritin/ESR ratio overflowed a float
 def test_snapshot_dicts_load_or_fail_cleanly_and_the_backends_agree(kb: engine.KnowledgeBase,
                                                                     data: dict[str, Any]) -> None:
-    with bounded():
+    with bounded("snapshot dicts"):
         try:
             snap = engine.snapshot_from_dict(data)
         except engine.LoadError as exc:
@@ -223,7 +233,7 @@ def test_numbers_past_ingest_reach_the_engine_exactly(kb: engine.KnowledgeBase, 
     else:
         snap = dataclasses.replace(snap, observations=tuple(
             dataclasses.replace(o, value=value) if o.analyte == which else o for o in snap.observations))
-    with bounded():
+    with bounded("numbers past ingest"):
         for at in sorted({*snap.event_times(), *(e.at for e in snap.expectations)})[-3:]:
             both_backends(kb, snap, at)
 
@@ -247,7 +257,7 @@ def _bundle(value_text: str, when: str = "2024-04-03T08:00:00Z") -> str:
                  st.builds(repr, st.floats(allow_nan=False, allow_infinity=False))))
 @example("1" + "0" * 400)  # a 400-digit FHIR decimal: OverflowError in units.py
 def test_fhir_observation_values_fail_cleanly(kb: engine.KnowledgeBase, value_text: str) -> None:
-    with bounded():
+    with bounded("FHIR values"):
         try:
             snap = engine.snapshot_from_bundle(json.loads(_bundle(value_text))).snapshot  # json: NaN, 1e400 = inf
         except engine.MascdsError:

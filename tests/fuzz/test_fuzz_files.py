@@ -136,7 +136,7 @@ HEADER = "case: {id: x, title: x}\npatient: {sex: male, age_years: 7}\ntimeline:
 @example(HEADER + "medications:\n  - {drug: methylprednisolone, frequency: once, dose: .inf, unit: mg/kg, "
          "start: day 1}\n")
 def test_mutated_case_files_load_or_fail_cleanly(kb: engine.KnowledgeBase, text: str) -> None:
-    with bounded():
+    with bounded("case files"):
         load_case_text(text, kb)
 
 
@@ -193,11 +193,12 @@ FERRITIN_RULE, FERRITIN_TEXT = _ferritin_rule()
 @example((FERRITIN_RULE, FERRITIN_TEXT.replace("gt: 684", "gt: .nan")))
 @example((FERRITIN_RULE, FERRITIN_TEXT.replace("gt: 684", "gt: 1" + "0" * 400)))
 @example((FERRITIN_RULE, FERRITIN_TEXT.replace("gt: 684", "gt: !!float abc")))
+@example((FERRITIN_RULE, FERRITIN_TEXT.replace("  en: ", "  !!float abcen: ", 1)))  # long run: E100 had no hint
 @example((FERRITIN_RULE, FERRITIN_TEXT + "notes: " + _nested(990) + "\n"))
 @example((FERRITIN_RULE, FERRITIN_TEXT + "notes:\n" + "".join("  " + ln + "\n" for ln in _laughs().splitlines())))
 def test_mutated_rule_files_load_or_fail_cleanly(kb_copy: Path, case: tuple[Path, str]) -> None:
     rel, text = case
-    with bounded():
+    with bounded("rule files"):
         load_rule_text(kb_copy, rel, text)
 
 
@@ -218,5 +219,5 @@ documents = st.recursive(scalars, lambda children: st.one_of(
 @example({"case": {"id": "x", "title": "x"}, "patient": {"sex": "male", "age_years": float("nan")}})
 @example({"case": {"id": "x", "title": "x"}, "patient": {"sex": "male", "age_years": 10**400}})
 def test_generated_documents_are_read_as_cases_or_refused(kb: engine.KnowledgeBase, data: Any) -> None:
-    with bounded():
+    with bounded("generated documents"):
         load_case_text(yaml.safe_dump(data, allow_unicode=True), kb)
