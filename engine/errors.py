@@ -24,7 +24,7 @@ CODES: dict[str, str] = {
     "E005": "no rule files found",
     "E006": "file too large",
     "E007": "nesting too deep",
-    "E008": "document expands too far (aliases or size)",
+    "E008": "document expands too far",
     # shape of a rule or case document
     "E100": "unknown key",
     "E101": "required key missing",
