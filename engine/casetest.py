@@ -248,6 +248,11 @@ def _unknown_ids(snap: Snapshot, kb: KnowledgeBase) -> list[Diagnostic]:
 
 def run_cases(kb: KnowledgeBase, paths: Iterable[str | Path], backend: BackendName = "durable") -> TestReport:
     report = TestReport()
+    paths = list(paths)
+    for p in map(Path, paths):  # a folder without case files would otherwise pass with 0 checks
+        if p.is_dir() and not case_files([p]):
+            report.problems.append(Diagnostic(display_path(p), 1, 1, "E405", f"no case files in {display_path(p)}",
+                                              "give a folder holding .yaml case files, or the files themselves"))
     for path, snap in loaded_cases(paths, report.problems):
         report.cases += 1
         unknown = _unknown_ids(snap, kb)

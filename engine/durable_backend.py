@@ -10,7 +10,9 @@ It drives the low-level ``durable_rules_engine`` extension directly and handles 
   anyway, so threads would not run it in parallel);
 * fact ids are ours (the fact's position), checked collision-free under the engine's 32-bit FNV-1 hash,
   and a catch-all rule proves every asserted fact reached the network - a dropped fact is an error;
-* facts only (no events), no ``$not``/``$nex``, no rule-level ``any``, numbers sent as numbers;
+* facts only (no events), no ``$not``/``$nex``, no rule-level ``any``, numbers sent as numbers - in the one
+  spelling the engine's JSON reader understands (see :func:`engine_number`), on the fact side and the pattern
+  side alike;
 * two defects of the engine's expression evaluator (``reduceExpressionSequence``), found by comparing it with
   the reference backend: a pattern whose only test relating it to another fact evaluates false reads past
   the end of its expression list (a segfault, or a correct answer by luck of what lies next in memory); and a
@@ -25,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
+import math
+import re
 import threading
 import weakref
 from collections import defaultdict
@@ -49,6 +52,79 @@ MAX_FACTS = 20_000  # ids "0".."19999" are collision-free under FNV-1 (tests/tes
 
 _names = itertools.count(1)
 _sessions = itertools.count(1)
+
+
+# The engine's JSON number reader (``getNumber`` in src/rules/json.c) accepts only ``-?digits`` (read with atoll)
+# and ``-?digits.digits`` with an optional exponent (read with atof). An exponent with no fraction, the form
+# Python and orjson write below 1e-4 and from 1e16 up (``5e-07``, ``1e+16``), ends the number at the ``e``: the
+# rest of the text is then misread, which lost facts and crashed the process while it reported matches. Every
+# number therefore goes in as a double in the accepted form: the shortest text that reads back as the same
+# double (``repr``), with ``.0`` added before a bare exponent. atof (glibc strtod) rounds correctly, so the engine
+# holds exactly the double the reference backend compares. Integers become doubles too (one comparison type,
+# as in Python), which is exact up to 2**53; beyond that, and for NaN and infinity, there is no exact form.
+ENGINE_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?)?")
+MAX_EXACT_INT = 2**53
+
+
+class EngineNumberError(EvaluationError):
+    """A number the rule engine cannot hold exactly (NaN, infinity, an integer beyond 2**53)."""
+
+
+def engine_number(value: float | int) -> str:
+    """``value`` as the engine's JSON reader reads it back: exactly the same double."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EngineNumberError(f"{value!r} is not a number")
+    if isinstance(value, int):
+        if abs(value) > MAX_EXACT_INT:
+            raise EngineNumberError(f"the integer {value} is too large to compare exactly (more than 2**53)")
+        value = float(value)
+    if not math.isfinite(value):
+        raise EngineNumberError(f"{value!r} is not a finite number")
+    text = repr(value)
+    if "e" in text and "." not in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}.0e{exponent}"
+    return text
+
+
+def check_engine_number(value: float | int) -> str:
+    """:func:`engine_number`, proved: the text is in the reader's grammar and reads back as ``value``."""
+    text = engine_number(value)
+    if ENGINE_NUMBER.fullmatch(text) is None or float(text) != value:
+        raise EngineNumberError(f"the number {value!r} cannot be passed to the rule engine exactly (as {text})")
+    return text
+
+
+def _encode(value: Any) -> Any:
+    """``value`` with every number replaced by its engine spelling (an orjson fragment)."""
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    return orjson.Fragment(check_engine_number(value))
+
+
+def facts_json(rows: list[dict[str, Any]]) -> str:
+    """The facts batch for the engine: orjson's text when every number in it is already in the engine's
+    spelling (nearly every batch), else every number through :func:`check_engine_number`.
+
+    orjson writes an exponent always with its sign (``5e-7``, ``1e+16``), NaN and infinity as ``null``, and an
+    integer beyond 2**53 not at all under OPT_STRICT_INTEGER; integers up to it are read exactly (atoll) and
+    compared with doubles as Python does. The same letters inside a string only cost the exact encoder."""
+    try:
+        fast = orjson.dumps(rows, option=orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:
+        return engine_json(rows)
+    if b"e-" in fast or b"e+" in fast or b"null" in fast:
+        return engine_json(rows)
+    return fast.decode()
+
+
+def engine_json(value: Any) -> str:
+    """JSON text for the rule engine, every number in its exact engine spelling."""
+    return orjson.dumps(_encode(value)).decode()
 
 
 def fnv1_32(text: str) -> int:
@@ -199,9 +275,11 @@ class DurableSession:
         self.count += len(facts)
         if self.count > MAX_FACTS:
             raise EvaluationError(f"a snapshot of more than {MAX_FACTS} facts cannot be evaluated safely")
-        # orjson writes the same shortest round-trip numbers as json, several times faster. Every number is
-        # finite: ingest rejects NaN and infinity as impossible values.
-        payload = orjson.dumps([{"id": f.id, "sid": self.sid, **f.data} for f in facts]).decode()
+        # Numbers in the engine's spelling (engine_number); orjson already writes most of them so.
+        try:
+            payload = facts_json([{"id": f.id, "sid": self.sid, **f.data} for f in facts])
+        except EngineNumberError as exc:
+            raise EvaluationError(f"a fact cannot be evaluated: {exc}") from exc
         expected = {f.id for f in facts}
         for handle, aliases in self.backend.handles:
             try:
@@ -289,7 +367,10 @@ class DurableBackend:
         for part in shard(ordered):
             name = f"mascds{next(_names)}"
             try:
-                handle = _dre.create_ruleset(name, json.dumps(ruleset_json(part), ensure_ascii=False))
+                handle = _dre.create_ruleset(name, engine_json(ruleset_json(part)))
+            except EngineNumberError as exc:
+                _delete(self.handles)
+                raise EvaluationError(f"a rule compares a number the rule engine cannot hold: {exc}") from exc
             except _dre.error as exc:
                 _delete(self.handles)
                 raise EvaluationError(f"the rule engine could not build the knowledge base: {exc}") from exc

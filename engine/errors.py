@@ -22,6 +22,9 @@ CODES: dict[str, str] = {
     "E003": "document is not a mapping",
     "E004": "file cannot be read",
     "E005": "no rule files found",
+    "E006": "file too large",
+    "E007": "nesting too deep",
+    "E008": "document expands too far",
     # shape of a rule or case document
     "E100": "unknown key",
     "E101": "required key missing",
@@ -62,6 +65,7 @@ CODES: dict[str, str] = {
     "E402": "entry must say whether it is reported or illustrative",
     "E403": "course ends before it starts",
     "E404": "case has no events",
+    "E405": "no case files found",
     # lint: across the knowledge base and its cases
     "L100": "derived fact is never used",
     "L101": "condition can never be true",

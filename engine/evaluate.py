@@ -55,6 +55,7 @@ from .scores import ScoreResult, classify, evaluate_score, interpretation
 from .snapshot import Course, Snapshot
 from .templates import parse, render
 from .times import iso
+from .timing import time_warnings
 from .vocab import vocabulary
 
 RESTRICTIVE = frozenset({"stop", "avoid"})
@@ -728,7 +729,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         as_of=iso(as_of), as_of_epoch=as_of, case_id=snapshot.id, case_title=snapshot.title,
         case_source=snapshot.source, timeline_start=snapshot.start, knowledge_base=info, backend=backend_name,
         lang=lang, recommendations=tuple(recs), assessments=tuple(assessments), indeterminate=tuple(undecided),
-        errors=tuple(errors), warnings=snapshot.warnings,
+        errors=tuple(errors), warnings=(*snapshot.warnings, *time_warnings(kb, snapshot, as_of)),
         complete=not snapshot.unknown_sections and not snapshot.input_errors, input_errors=snapshot.input_errors,
         treatment_history=history, traces=traces, derived_facts=derived_facts,
         scores={rid: o.score for rid, o in outcomes.items() if o.score is not None}, scope=scope,

@@ -30,9 +30,9 @@ from .snapshot import (
     RecommendsClaim,
     Snapshot,
 )
-from .source import Document, PathKey, format_path, parse_yaml, read_yaml
+from .source import Document, PathKey, Positions, format_path, parse_yaml, read_yaml
 from .times import TIME_HINT, TimeFormatError, parse_time
-from .units import Dose, UnitError, parse_dose, to_canonical
+from .units import Dose, ImpossibleValue, UnitError, parse_dose, shown, to_canonical
 from .validation import diagnostics_from
 from .vocab import vocabulary
 
@@ -89,6 +89,9 @@ class _Ingest:
             return None
         try:
             return parse_dose(value, unit)
+        except ImpossibleValue as exc:
+            self.err((*path, "dose"), "E114", str(exc), exc.hint)
+            return None
         except UnitError as exc:
             self.err((*path, "unit"), "E105", str(exc), exc.hint)
             return None
@@ -105,6 +108,8 @@ class _Ingest:
         if p.weight is not None:
             try:
                 weight = to_canonical("body-weight", p.weight.value, p.weight.unit)
+            except ImpossibleValue as exc:
+                self.err(("patient", "weight", "value"), "E114", str(exc), exc.hint)
             except UnitError as exc:
                 self.err(("patient", "weight", "unit"), "E105", str(exc), exc.hint)
             else:
@@ -178,6 +183,9 @@ class _Ingest:
             return None
         try:
             value = to_canonical(analyte, o.value, o.unit)
+        except ImpossibleValue as exc:
+            self.err((*path, "value"), "E114", str(exc), exc.hint)
+            return None
         except UnitError as exc:
             self.err((*path, "unit"), "E105", str(exc), exc.hint)
             return None
@@ -185,7 +193,7 @@ class _Ingest:
         lo, hi = a.plausible
         if not lo <= value <= hi:
             unit = self.vocab.display_unit(a.canonical)
-            self.err((*path, "value"), "E114", f"impossible {a.name} {o.value:g} {o.unit} "
+            self.err((*path, "value"), "E114", f"impossible {a.name} {shown(o.value)} {o.unit} "
                      f"({value:g} {unit})", f"plausible range is {lo:g}–{hi:g} {unit}; check the value and unit")
             return None
         return Observation(self.ref(path), ill, analyte, value, t, f"{o.value:g} {o.unit}")
@@ -331,10 +339,65 @@ def ingest_document(doc: Document) -> tuple[Snapshot | None, list[Diagnostic]]:
     try:
         case = Case.model_validate(doc.data)
     except ValidationError as exc:
-        return None, diagnostics_from(exc, doc, Case)
+        return None, diagnostics_from(exc, doc, Case) + _other_entries(doc, exc)
     ing = _Ingest(doc, case)
     snap = ing.run()
     return snap, ing.diags
+
+
+_LISTS = (*SECTION_NAMES, "expect")
+
+
+def _other_entries(doc: Document, exc: ValidationError) -> list[Diagnostic]:
+    """The problems of the entries that are well-formed, when only some list entries are not: a wrong type in
+    one entry must not hide an unknown unit or an impossible value in the others until it is fixed. Nothing is
+    added when a problem lies outside list entries (case, patient, timeline), where what follows would be a
+    knock-on of it (a broken timeline.start makes every 'day N' unreadable)."""
+    bad: dict[str, set[int]] = {}
+    for e in exc.errors():
+        loc = e["loc"]
+        if len(loc) < 2 or loc[0] not in _LISTS or not isinstance(loc[1], int):
+            return []
+        bad.setdefault(str(loc[0]), set()).add(loc[1])
+    data = dict(doc.data)
+    new_index: dict[str, dict[int, int]] = {}
+    for section, wrong in bad.items():
+        entries = data.get(section)
+        if not isinstance(entries, list):
+            return []
+        kept = [i for i in range(len(entries)) if i not in wrong]
+        new_index[section] = {old: new for new, old in enumerate(kept)}
+        data[section] = [entries[i] for i in kept]
+    try:
+        case = Case.model_validate(data)
+    except ValidationError:
+        return []
+
+    def moved(path: PathKey) -> PathKey | None:
+        if len(path) >= 2 and path[0] in new_index and isinstance(path[1], int):
+            new = new_index[str(path[0])].get(path[1])
+            return None if new is None else (path[0], new, *path[2:])
+        return path
+
+    pos = Positions(doc.positions.file)
+    for source, target in ((doc.positions.values, pos.values), (doc.positions.keys, pos.keys)):
+        for path, place in source.items():
+            to = moved(path)
+            if to is not None:
+                target[to] = place
+    ing = _Ingest(Document(data, pos, doc.text), case)
+    ing.run()
+    old_index = {section: {new: old for old, new in m.items()} for section, m in new_index.items()}
+
+    def original(path: str) -> str:
+        section, _, rest = path.partition("[")
+        if section in old_index and rest:
+            number, _, tail = rest.partition("]")
+            if number.isdigit():
+                return f"{section}[{old_index[section][int(number)]}]{tail}"
+        return path
+
+    return [dataclasses.replace(d, path=original(d.path)) for d in ing.diags if d.code != "E404"]
 
 
 def load_case(path: str | Path) -> Snapshot:

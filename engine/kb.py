@@ -15,7 +15,7 @@ from .load import display_path, read_rules
 from .match import Backend, ReferenceBackend
 from .result import Result
 from .snapshot import Snapshot
-from .times import TimeFormatError, parse_time
+from .times import TimeFormatError, check_epoch, parse_time
 
 BackendName = Literal["durable", "reference"]
 BACKENDS: tuple[BackendName, ...] = ("durable", "reference")
@@ -94,9 +94,9 @@ def resolve_time(snapshot: Snapshot, at: int | str | datetime | None) -> int:
         if last is None:
             raise UsageError("the case has no events; give an evaluation time")
         return last
-    if isinstance(at, int) and not isinstance(at, bool):
-        return at
     try:
+        if isinstance(at, int) and not isinstance(at, bool):
+            return check_epoch(at)
         return parse_time(at, snapshot.start)
     except TimeFormatError as exc:
         raise UsageError(f"bad evaluation time: {exc}") from exc

@@ -284,6 +284,10 @@ def opposite_actions(loaded: LoadedRules) -> list[Diagnostic]:
 
 
 def case_coverage(loaded: LoadedRules, paths: list[Path]) -> list[Diagnostic]:
+    missing = [p for p in paths if not p.exists()]
+    if missing:  # one error per path, not a "no case where it fires" for every rule the cases would have covered
+        return [Diagnostic(display_path(p), 1, 1, "E004", f"no such case file or folder: {display_path(p)}",
+                           "check the --cases path; case coverage was not checked") for p in missing]
     files = case_files(paths)
     if not files:
         where = ", ".join(display_path(p) for p in paths) or "(none given)"

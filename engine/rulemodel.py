@@ -25,7 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import choices_hint, did_you_mean
 from .times import DURATION_HINT, TimeFormatError, parse_duration
-from .units import UnitError, parse_dose
+from .units import UnitError, exact_number, parse_dose, shown
 from .vocab import vocabulary
 
 LANGUAGES = ("en", "zh-CN")
@@ -88,6 +88,17 @@ def _err(code: str, message: str, hint: str = "", at: str | None = None) -> Pyda
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, frozen=True)
+
+    @model_validator(mode="after")
+    def _exact_numbers(self) -> Any:
+        """Every number of a rule is compared or computed exactly: NaN, infinity, a number beyond a float
+        (10**400) or an integer beyond 2**53 cannot be, and crashed the unit conversion or the rule engine."""
+        for name, value in self.__dict__.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and not exact_number(value):
+                key = type(self).model_fields[name].alias or name
+                raise _err("E114", f"{key}: {shown(value)} is not a number that can be compared exactly",
+                           "write a finite number (at most 2**53 for a whole number)", at=key)
+        return self
 
 
 # --- small value types ------------------------------------------------------------------------------

@@ -17,6 +17,14 @@ _UNIT_SECONDS = {"min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _UNIT_WORDS = {"min": "min", "h": "h", "d": "day", "w": "week"}
 _RELATIVE = re.compile(r"^\s*day\s+(-?\d+)(?:\s+(\d{1,2}):(\d{2}))?\s*$", re.IGNORECASE)
 
+# Every time mascds accepts lies in [EARLIEST, LATEST). Far outside any real record, the bounds keep every time,
+# window end and age inside the calendar Python can write (years 1..9999; `day 99999999` is year 275814) and far
+# below the engine's "ongoing" end (1e12 s, year 33658): before 1850 no living patient was born (the longest
+# recorded life is 122 years), and 2500 leaves centuries for future-dated orders.
+EARLIEST = int(datetime(1850, 1, 1, tzinfo=UTC).timestamp())
+LATEST = int(datetime(2500, 1, 1, tzinfo=UTC).timestamp())
+RANGE_TEXT = "between 1850-01-01 and 2500-01-01"
+
 DURATION_HINT = "write a number and a unit, e.g. 30min, 24h, 3d or 2w"
 TIME_HINT = "write an ISO date-time like 2024-03-01T08:00, a date, or 'day 3 08:00' relative to timeline.start"
 
@@ -35,6 +43,8 @@ def parse_duration(text: str) -> int:
     seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     if seconds <= 0:
         raise TimeFormatError(f"'{text}' must be longer than zero")
+    if seconds > LATEST - EARLIEST:  # no window can be longer than the span of times mascds reads
+        raise TimeFormatError(f"'{text[:40]}' is longer than any record ({RANGE_TEXT})")
     return round(seconds)
 
 
@@ -54,13 +64,29 @@ def describe_duration(seconds: float) -> str:
     return f"{s} s"
 
 
+def check_epoch(epoch: int, text: object = None) -> int:
+    """``epoch`` if it lies in [EARLIEST, LATEST); else :class:`TimeFormatError` naming ``text`` (or the epoch)."""
+    if not EARLIEST <= epoch < LATEST:
+        written = epoch if text is None else text
+        shown = str(written) if len(str(written)) <= 40 else f"{str(written)[:37]}..."
+        raise TimeFormatError(f"'{shown}' is not a plausible time: mascds reads times {RANGE_TEXT}")
+    return epoch
+
+
 def parse_time(text: object, start: int | None = None, tz_offset_minutes: int = 0) -> int:
-    """Epoch seconds (UTC) for an author's time. ``start`` is the epoch of day 0 for relative times."""
+    """Epoch seconds (UTC) for an author's time. ``start`` is the epoch of day 0 for relative times. A time
+    outside [EARLIEST, LATEST) is a :class:`TimeFormatError` (see :func:`check_epoch`)."""
+    return check_epoch(_parse_time(text, start, tz_offset_minutes), text)
+
+
+def _parse_time(text: object, start: int | None, tz_offset_minutes: int) -> int:
     if isinstance(text, datetime):
         dt = text if text.tzinfo else text.replace(tzinfo=timezone(timedelta(minutes=tz_offset_minutes)))
         return int(dt.timestamp())
     if not isinstance(text, str):
         raise TimeFormatError(f"expected a time, got {text!r}")
+    if len(text) > 100:  # no time is this long; the regex and int() below need not see a 400-digit day
+        raise TimeFormatError(f"'{text[:37]}...' is not a time")
     m = _RELATIVE.match(text)
     if m:
         if start is None:

@@ -202,7 +202,8 @@ def _one(errs: list[dict[str, Any]], doc: Document, root: type[BaseModel],
         key = str(loc[-1])
         model = _model_at(root, loc[:-1])
         allowed = allowed_keys(model) if model else []
-        hint = did_you_mean(key, allowed) or (f"allowed here: {', '.join(allowed)}" if allowed else "")
+        hint = did_you_mean(key, allowed) or (f"allowed here: {', '.join(allowed)}" if allowed else
+                                              "remove the key, or check its spelling and indentation")
         line, col = doc.positions.of_key(path)
         return Diagnostic(file, line, col, "E100", f"unknown key '{key}'", hint, where)
     if etype == "missing":
@@ -222,6 +223,8 @@ def _one(errs: list[dict[str, Any]], doc: Document, root: type[BaseModel],
             hint = "remove the quotes so it is read as a number"
         elif isinstance(value, str) and value.lower() in ("yes", "no", "true", "false"):
             hint = "write true or false without quotes"
+        else:  # every diagnostic says how to fix it
+            hint = f"write {wanted} here"
         return Diagnostic(file, line, col, "E102", f"expected {wanted}, got {_describe(value)}", hint, where)
     if etype in ("literal_error", "enum"):
         expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))

@@ -125,7 +125,22 @@ def test_every_diagnostic_code_is_exercised() -> None:
     files = [p for p in RULE_ERRORS.rglob("*") if p.is_file()] + list(CASE_ERRORS.glob("*.yaml"))
     seen = {code for code, _, _, _ in EXPECT.findall("\n".join(p.read_text(encoding="utf-8") for p in files))}
     seen |= {"E004", "E005", "E208", "E300"}  # exercised by the tests above
+    seen |= {"E006"}  # test_an_oversized_file_is_refused_before_it_is_read (no 8 MB file in the corpus)
     seen |= {"E301", "E401"}  # exercised in test_cli.py (case tests)
+    seen |= {"E405"}  # exercised in test_cli_failures.py
     seen |= {"E500", "E501"}  # exercised in test_fhir.py
     seen |= {c for c in CODES if c.startswith("L")}  # lint findings: test_lint.py checks each is exercised
     assert set(CODES) - seen == set(), f"codes without a test: {sorted(set(CODES) - seen)}"
+
+
+def test_an_oversized_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("case: {id: big, title: big}\nnotes: '" + "x" * (9 * 1024 * 1024) + "'\n")
+    with pytest.raises(LoadError) as err:
+        engine.load_case(big)
+    assert [(d.code, d.line, d.col) for d in err.value.diagnostics] == [("E006", 1, 1)]
+    kb_dir = tmp_path / "kb"
+    kb_dir.mkdir()
+    (kb_dir / "knowledge-base.yaml").write_text(MANIFEST)
+    (kb_dir / "big.yaml").write_text(big.read_text())
+    assert "E006" in {d.code for d in engine.validate_knowledge_base(kb_dir)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -12,12 +13,23 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.durable_backend import MAX_FACTS, DurableBackend, fnv1_32, pattern_json, shard
+from engine.durable_backend import (
+    ENGINE_NUMBER,
+    MAX_FACTS,
+    DurableBackend,
+    EngineNumberError,
+    check_engine_number,
+    engine_number,
+    fnv1_32,
+    pattern_json,
+    shard,
+)
 from engine.errors import EvaluationError
 from engine.facts import Fact
 from engine.ir import AnyOf, FieldRef, FieldTest, Pattern, Query
 
 from .conftest import CASES, RULES, fixture_kbs, rule_text, write_kb
+from .magnitudes import MAGNITUDES, with_value
 
 RAW_PROBE = textwrap.dedent("""
     import json, sys, durable_rules_engine as d
@@ -185,3 +197,119 @@ def test_shards_respect_every_limit() -> None:
     parts = shard(queries)
     assert sum(len(p) for p in parts) == 300
     assert all(len(p) <= 60 for p in parts)
+
+
+# --- numbers: the engine's JSON reader takes -?digits or -?digits.digits[e±digits], nothing else ---------------
+
+RAW_NUMBER = textwrap.dedent("""
+    import json, sys, durable_rules_engine as d
+    rs = {"q": {"all": [{"x": {"$and": [{"k": "obs"}, {"$gt": {"v": 684}}]}}], "cap": 10},
+          "catch": {"all": [{"m": {"$ex": {"k": 1}}}], "cap": 10}}
+    h = d.create_ruleset("r", json.dumps(rs))
+    code, off = d.assert_facts(h, '[{"id": "1", "sid": "s", "k": "obs", "v": %s}]' % sys.argv[1])
+    r = d.start_action_for_state(h, off)
+    print(r is not None)
+""")
+
+
+@pytest.mark.parametrize("text", ["5e-07", "1e+16"])
+def test_a_bare_exponent_crashes_the_raw_engine(text: str) -> None:
+    """The trap the encoding avoids (what Python and orjson write below 1e-4 and from 1e16 up)."""
+    proc = subprocess.run([sys.executable, "-c", RAW_NUMBER, text], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode != 0
+    fixed = subprocess.run([sys.executable, "-c", RAW_NUMBER, engine_number(float(text))], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert fixed.returncode == 0 and fixed.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("value", [*MAGNITUDES, 5e-324, 1.7976931348623157e308, 0.1 + 0.2, 2.0**53, -0.0,
+                                   1e-4, 9.999999999999999e15, 1e16])
+def test_every_number_is_written_in_the_readers_grammar_and_reads_back_exactly(value: float) -> None:
+    text = check_engine_number(value)
+    assert ENGINE_NUMBER.fullmatch(text) and float(text) == value
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 2**53 + 1, -(10**400), True])
+def test_numbers_the_engine_cannot_hold_exactly_are_refused(value: object) -> None:
+    with pytest.raises(EngineNumberError):
+        engine_number(value)  # type: ignore[arg-type]
+
+
+def test_a_tiny_ferritin_no_longer_crashes_the_cli(tmp_path: Path) -> None:
+    """A ferritin of 0.0001 ng/mL gave a ferritin/ESR ratio of 5e-07, whose bare exponent segfaulted the engine."""
+    case = tmp_path / "tiny.yaml"
+    case.write_text("case: {id: tiny, title: tiny ferritin}\npatient: {sex: male, age_years: 7}\n"
+                    "timeline: {start: 2024-01-01}\ndiagnoses:\n  - {code: sjia, onset: day -300}\n"
+                    "observations:\n  - {analyte: ferritin, value: 0.0001, unit: ng/mL, time: day 1}\n")
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "evaluate", str(case), "--at", "day 2",
+                           "--format", "json", "--rules", str(RULES)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["case"]["id"] == "tiny"
+
+
+def _both(kb: engine.KnowledgeBase, snap: engine.Snapshot, at: int) -> tuple[str, str]:
+    out = []
+    for name in ("durable", "reference"):
+        data = kb.evaluate(snap, at=at, backend=name).to_json()  # type: ignore[arg-type]
+        data.pop("backend")
+        out.append(json.dumps(data, sort_keys=True))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("case", ["wu-2025-ruxolitinib.yaml", "yang-2023-ecmo-tocilizumab.yaml",
+                                  "assessments/mas-2016-criteria.yaml", "assessments/scores-complete.yaml"])
+def test_magnitude_sweep_both_backends_agree(kb: engine.KnowledgeBase, case: str) -> None:
+    """Every observation value and dose at each magnitude 1e-12..1e15, both signs (and the weight across positive
+    magnitudes): no crash, no lost fact, and the two backends give the same whole result."""
+    snap = engine.load_case(CASES / case)
+    at = max(snap.event_times())
+    for value in MAGNITUDES:
+        weight = abs(value) if value else None
+        durable, reference = _both(kb, with_value(snap, value, weight), at)
+        assert durable == reference, f"{case} with every value {value!r}: the backends differ"
+
+
+def test_constants_in_patterns_are_checked_when_the_ruleset_is_built() -> None:
+    q = Query("q1", (), Pattern("obs", (FieldTest("v", "gt", math.nan),)))
+    with pytest.raises(EvaluationError, match="cannot hold"):
+        DurableBackend({"q1": q})
+    tiny = Query("q1", (), Pattern("obs", (FieldTest("v", "gt", 1e-7),)))
+    be = DurableBackend({"q1": tiny})
+    try:
+        s = be.open()
+        try:
+            s.add([Fact("0", {"k": "obs", "v": 2e-7}, None), Fact("1", {"k": "obs", "v": 5e-8}, None),
+                   Fact("2", {"k": "obs", "v": 3e16}, None)])
+            assert s.tuples("q1") == {("0",), ("2",)}
+        finally:
+            s.close()
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 2**60])
+def test_a_fact_number_orjson_would_write_wrongly_is_refused_not_sent(value: float) -> None:
+    """orjson writes NaN and infinity as null: the fast path must not pass that on as a missing value."""
+    be = DurableBackend({"q1": Query("q1", (), Pattern("obs", (FieldTest("v", "gt", 1.0),)))})
+    try:
+        s = be.open()
+        try:
+            with pytest.raises(EvaluationError, match="cannot be evaluated"):
+                s.add([Fact("0", {"k": "obs", "v": value}, None)])
+        finally:
+            s.close()
+    finally:
+        be.close()
+
+
+def test_the_fast_path_and_the_exact_encoder_write_the_same_facts(kb: engine.KnowledgeBase) -> None:
+    from engine.durable_backend import engine_json, facts_json
+    from engine.facts import build_facts, clock_fact
+
+    for path in sorted(CASES.rglob("*.yaml")):
+        snap = engine.load_case(path)
+        at = max(snap.event_times())
+        rows = [{"id": f.id, "sid": "s", **f.data} for f in [*build_facts(snap, at), clock_fact(at)]]
+        assert json.loads(facts_json(rows)) == json.loads(engine_json(rows)), path.name

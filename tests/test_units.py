@@ -9,6 +9,7 @@ behind the 0.01129 factor, sodium as a monovalent ion, international units of an
 from __future__ import annotations
 
 import copy
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import pytest
 import yaml
 
 import engine
-from engine.units import from_canonical, to_canonical
+from engine.times import EARLIEST, LATEST, TimeFormatError, check_epoch, parse_time
+from engine.units import ImpossibleValue, from_canonical, parse_dose, shown, smallest_value, to_canonical
 from engine.vocab import vocabulary
 
 from .conftest import CASES, RULES
@@ -159,3 +161,62 @@ def test_fractions_in_the_table_are_exact() -> None:
     for spec in vocabulary().analytes.values():
         for conv in spec.units.values():
             assert isinstance(conv.factor, Fraction) and isinstance(conv.offset, Fraction)
+
+
+# --- values that cannot be numbers, doses beyond the physical, times outside any record ----------------------
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 10**400, -(10**400)])
+def test_a_value_that_is_not_a_finite_number_is_an_impossible_value(value: float) -> None:
+    with pytest.raises(ImpossibleValue, match="not a finite number"):
+        to_canonical("ferritin", value, "ng/mL")
+    with pytest.raises(ImpossibleValue, match="not a finite number"):
+        parse_dose(value, "mg/kg")
+
+
+@pytest.mark.parametrize(("value", "unit", "ok"), [
+    (1000, "g/kg", True), (1001, "g/kg", False),            # 1 kg of drug per kg of body weight
+    (400_000, "g", True), (400_001, "g", False),            # the heaviest plausible body, 400 kg
+    (400_000, "g/d", True), (400_001, "g/d", False),
+    (694_444, "ug/kg/min", True), (694_445, "ug/kg/min", False),  # 1 kg/kg over one day
+    (10.0**300, "U/kg/h", True),                            # units have no mass: finite is the only bound
+])
+def test_doses_are_bounded_by_what_a_patient_can_physically_receive(value: float, unit: str, ok: bool) -> None:
+    if ok:
+        assert parse_dose(value, unit).value > 0
+    else:
+        with pytest.raises(ImpossibleValue, match="physically impossible"):
+            parse_dose(value, unit)
+
+
+def test_huge_numbers_are_shown_without_overflow() -> None:
+    assert shown(10**400) == "1.000e+400 (401 digits)"
+    assert shown(30) == "30" and shown(math.nan) == "nan"
+
+
+@pytest.mark.parametrize("text", ["day 99999999", "day -99999999", "day 1" + "0" * 400, "0001-01-01",
+                                  "1849-12-31T23:59:59Z", "2500-01-01"])
+def test_times_outside_any_record_are_refused(text: str) -> None:
+    with pytest.raises(TimeFormatError):
+        parse_time(text, start=parse_time("2024-01-01"))
+
+
+def test_the_bounds_themselves() -> None:
+    assert parse_time("1850-01-01") == EARLIEST and parse_time("2499-12-31T23:59:59Z") == LATEST - 1
+    with pytest.raises(TimeFormatError):
+        check_epoch(10**20)
+
+
+def test_an_absurd_evaluation_time_through_the_api_is_a_usage_error(kb: engine.KnowledgeBase) -> None:
+    snap = engine.load_case(CASES / "wu-2025-ruxolitinib.yaml")
+    for at in (10**20, -(10**20), "day 99999999"):
+        with pytest.raises(engine.MascdsError, match="plausible time"):
+            kb.evaluate(snap, at=at)
+
+
+def test_a_value_too_small_to_divide_by_is_refused_and_the_floor_is_far_below_any_measurement() -> None:
+    """An ESR of 5e-324 made the ferritin/ESR ratio overflow a float (found by the long fuzz run)."""
+    with pytest.raises(ImpossibleValue, match="too small"):
+        to_canonical("esr", 5e-324, "mm/h")
+    assert to_canonical("esr", 0, "mm/h") == 0.0 and to_canonical("esr", 1e-12, "mm/h") == 1e-12
+    largest = max(a.plausible[1] for a in vocabulary().analytes.values())
+    assert math.isfinite(largest / smallest_value()) and smallest_value() < 1e-300

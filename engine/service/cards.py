@@ -34,6 +34,7 @@ from ..kb import KnowledgeBase
 from ..result import Action as ResultAction
 from ..result import Assessment, Citation, Matched, Recommendation, Result, Undecided
 from ..rulemodel import DrugFields, text_in
+from ..timing import TIME_WARNING_PREFIX
 from ..vocab import vocabulary
 from .models import SUMMARY_LIMIT, Action, Card, Coding, Link, Source, Suggestion
 
@@ -575,6 +576,11 @@ def build_cards(result: Result, view: KnowledgeBaseView, ctx: CardContext) -> li
         n += 1
         cards.append((_INDICATOR_RANK["info"], n, _notice_card(
             f"{len(result.input_errors)} record entries could not be used", lines, "info", view, "input-errors")))
+    timing = [w for w in result.warnings if w.startswith(TIME_WARNING_PREFIX)]
+    if timing:  # an empty answer at a time the record cannot speak to must not look like a reassuring one
+        cards.append((_INDICATOR_RANK["warning"], -1, _notice_card(
+            "The evaluation time is outside what the record covers", [f"- {md(w)}" for w in timing], "warning",
+            view, "evaluation-time")))
     cards.sort(key=lambda c: (c[0], c[1]))
     return [c for _, _, c in cards]
 
