@@ -352,12 +352,14 @@ def test_stop_reason_is_written_back_to_a_case_file() -> None:
 
 
 def test_the_card_says_why_a_failed_drug_is_not_suggested(shipped: engine.KnowledgeBase) -> None:
-    from engine.service.cards import CardContext, KnowledgeBaseView, build_cards
+    from engine.service.cards import CardContext, KnowledgeBaseView, build_cards, md
 
     snap = engine.load_case(HISTORY / "failed-tocilizumab.yaml")
     result = engine.evaluate(shipped, snap, day(snap, "day 0 12:00"))
     cards = build_cards(result, KnowledgeBaseView.of(shipped), CardContext("patient-view", "case", lambda rule_id: f"https://docs.invalid/{rule_id}"))
     [card] = [c for c in cards if c.extension and c.extension["org.mascds"]["rule_id"]
               == "acr2021.consider-il1-il6-blockade"]
-    assert "Not suggested: IL-6 inhibitors - tocilizumab: failed (stopped for inefficacy day -64 10:00)." in card.detail
+    # the detail is Markdown in which record text is escaped (no link can form): compare with the escaped line
+    why = md("tocilizumab: failed (stopped for inefficacy day -64 10:00)")
+    assert f"Not suggested: {md('IL-6 inhibitors')} - {why}." in card.detail
     assert "Consider an IL-1 inhibitor" in card.detail and "Consider an IL-6 inhibitor" not in card.detail

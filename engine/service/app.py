@@ -280,7 +280,8 @@ def _merge(drafts: list[dict[str, Any]], fetched: list[dict[str, Any]]) -> list[
     version wins). Other repeated resources are left to engine.fhir, which reads identical copies once and
     refuses copies that differ, for bundles and calls alike."""
     drafted = {(r["resourceType"], r["id"]) for r in drafts if isinstance(r.get("id"), str)}
-    return [*drafts, *(r for r in fetched if (r["resourceType"], r.get("id")) not in drafted)]
+    return [*drafts, *(r for r in fetched
+                       if not isinstance(r.get("id"), str) or (r["resourceType"], r["id"]) not in drafted)]
 
 
 def _check_patient(resources: list[dict[str, Any]], patient_id: str) -> bool:

@@ -198,6 +198,8 @@ def _hook(client: httpx.Client, tokens: Tokens, service_id: str, body: Any) -> h
 @example((PATIENT_VIEW, hook_request("patient-view", PID, as_prefetch(_with_link_text(BASE_RECORD)))))
 @example((PATIENT_VIEW, {**PATIENT_VIEW_BASE, "prefetch": None}))
 @example((ORDER_SIGN, {**ORDER_SIGN_BASE, "context": {**ORDER_SIGN_BASE["context"], "draftOrders": []}}))
+@example((ORDER_SIGN, {**ORDER_SIGN_BASE, "prefetch": {  # an id that is not a string beside a draft order
+    **ORDER_SIGN_BASE["prefetch"], "patient": {**ORDER_SIGN_BASE["prefetch"]["patient"], "id": []}}}))
 def test_mutated_hook_requests(client: httpx.Client, tokens: Tokens, call: tuple[str, Any]) -> None:
     service_id, body = call
     response = _hook(client, tokens, service_id, body)
