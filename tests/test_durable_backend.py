@@ -214,10 +214,13 @@ RAW_NUMBER = textwrap.dedent("""
 
 @pytest.mark.parametrize("text", ["5e-07", "1e+16"])
 def test_a_bare_exponent_crashes_the_raw_engine(text: str) -> None:
-    """The trap the encoding avoids (what Python and orjson write below 1e-4 and from 1e16 up)."""
+    """The trap the encoding avoids (what Python and orjson write below 1e-4 and from 1e16 up). The catch-all
+    matches every fact, so a fact the engine kept always yields an action; with a bare exponent the engine
+    either crashes or yields none (the fact is lost) - which of the two depends on the process's memory (both
+    were seen, on Python 3.12 and 3.11). The encoded spelling always yields the action."""
     proc = subprocess.run([sys.executable, "-c", RAW_NUMBER, text], capture_output=True, text=True, timeout=60,
                           check=False)
-    assert proc.returncode != 0
+    assert proc.returncode != 0 or proc.stdout.strip() == "False", (proc.returncode, proc.stdout)
     fixed = subprocess.run([sys.executable, "-c", RAW_NUMBER, engine_number(float(text))], capture_output=True,
                            text=True, timeout=60, check=False)
     assert fixed.returncode == 0 and fixed.stdout.strip() == "True"
