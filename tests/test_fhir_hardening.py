@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +173,8 @@ def test_json_python_reads_but_fhir_does_not_have_is_refused(tmp_path: Path, tex
 
 
 # --- the CDS Hooks service reads FHIR through the same functions (in process, as the service calls them) -------
-def _order_sign(resources: list[dict[str, Any]], drafts: list[dict[str, Any]]) -> dict[str, Any]:
-    import time
+def _order_sign(resources: list[dict[str, Any]], drafts: list[dict[str, Any]], now: float | None = None) -> \
+        dict[str, Any]:
 
     from engine.service.app import draft_resources, evaluate_call
     from engine.service.cards import KnowledgeBaseView
@@ -186,7 +187,7 @@ def _order_sign(resources: list[dict[str, Any]], drafts: list[dict[str, Any]]) -
         "resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}})
     view = KnowledgeBaseView.of(engine.load_knowledge_base(ROOT / "rules"))
     service = next(s for s in SERVICES if s.hook == "order-sign")
-    now = time.time()
+    now = time.time() if now is None else now
     return evaluate_call(view, service, ctx, Gathered(resources), draft_resources(ctx, now), now,
                          lambda rule: f"https://cds.test.invalid/rules/{rule}").response
 
@@ -206,9 +207,10 @@ def _record() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 def test_the_service_reads_a_repeated_resource_once_and_a_stored_copy_of_a_draft_gives_way() -> None:
     record, drafts = _record()
-    once = _order_sign(record, drafts)
+    now = time.time()  # one evaluation time: the cards quote it (e.g. how long after the last recorded event)
+    once = _order_sign(record, drafts, now)
     stored_draft = copy.deepcopy(drafts[0]) | {"status": "active"}  # the EHR's copy: the draft is newer
-    twice = _order_sign([*record, *copy.deepcopy(record), stored_draft], drafts)
+    twice = _order_sign([*record, *copy.deepcopy(record), stored_draft], drafts, now)
     def cards(body: dict[str, Any]) -> Any:
         return json.loads(re.sub(r'"uuid": "[^"]*"', '"uuid": ""', json.dumps(body["cards"])))
 
