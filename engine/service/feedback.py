@@ -171,19 +171,8 @@ class FeedbackStore:
                  json.dumps(c.suggestions), kb["name"], kb["version"], kb["content_hash"], at) for c in cards]
         with self._lock:
             self._usable()
-            try:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.execute("BEGIN")
-                try:
-                    self._db.executemany("INSERT OR IGNORE INTO issued_cards VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                         rows)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"{self.path}: {type(exc).__name__}") from None
-            self._stored()
+            self._write("NORMAL", "BEGIN", "INSERT OR IGNORE INTO issued_cards VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        rows)
 
     def add_feedback(self, service_id: str, items: Iterable[Feedback], issuer: str | None,
                      tenant: str | None) -> int:
@@ -198,22 +187,27 @@ class FeedbackStore:
                          f.outcomeTimestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"), at, issuer, tenant))
         with self._lock:
             self._usable()
-            try:
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany(
+            self._write("FULL", "BEGIN IMMEDIATE",
                         "INSERT INTO feedback (service_id, card_uuid, outcome, accepted_suggestions, override_system, "
                         "override_code, override_display, user_comment, outcome_timestamp, received_at, issuer, "
                         "tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"{self.path}: {type(exc).__name__}") from None
-            self._stored()
         return len(rows)
+
+    def _write(self, synchronous: str, begin: str, sql: str, rows: list[Any]) -> None:
+        """One transaction of ``rows`` (under the lock, store checked usable): committed and confirmed on disk, or
+        rolled back and reported as :class:`StoreUnavailable` - never acknowledged unstored."""
+        try:
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute(begin)
+            try:
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.path}: {type(exc).__name__}") from None
+        self._stored()
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
