@@ -1,11 +1,17 @@
 """Benchmark: latency of the CDS Hooks service (``mascds serve``) for patient-view at 1, 10 and 50 concurrent clients.
 
-    python benchmarks/service_bench.py [--requests 400] [--concurrency 1,10,50] [--size typical] [--workers 1,2]
-                                       [--in-process]
-                                       [--json out.json]
+    python benchmarks/service_bench.py [--requests 400] [--concurrency 1,10,50] [--size small,typical]
+                                       [--workers 1,2] [--in-process] [--json out.json]
     python benchmarks/service_bench.py --client wrk [--seconds 10]   # load from wrk (C) instead of Python
     python benchmarks/service_bench.py --profile        # where one call's time goes, in-process (cProfile)
     python benchmarks/service_bench.py --stages         # the same, as medians per stage, without a profiler
+    python benchmarks/service_bench.py --handoff        # the evaluation child's messages: pickled objects vs wire
+
+One run prints, for each record size and worker count, the latency table (median, p90, p99, requests per
+second, server CPU per call) and the stage budget: the server's ``Server-Timing`` header (the ``server_timing``
+setting, on for the benchmark) read from ``--budget`` calls made one at a time before the load, as medians per
+stage, with ``outside`` = client latency - the server's ``total`` (HTTP parsing in uvicorn, the loopback, the
+client).
 
 A real server is started for each ``--workers`` count (``python -m engine.cli serve`` on 127.0.0.1, a free port,
 authentication on: every request carries its own ES384-signed JWT). Each request is a different patient with its
@@ -50,6 +56,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.service.timing import HEADER as TIMING_HEADER  # noqa: E402
+from engine.service.timing import parse_header  # noqa: E402
 from tests.test_service_harness import (  # noqa: E402
     PATIENT_VIEW,
     ServiceProcess,
@@ -122,6 +130,27 @@ async def run_level(url: str, work: list[tuple[bytes, dict[str, str]]], clients:
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         return latencies, time.perf_counter() - started
+
+
+STAGE_ORDER = ("http", "auth", "parse", "prefetch", "queue", "handoff", "fhir", "evaluate", "cards", "serialise",
+               "store", "total")
+
+
+async def run_budget(url: str, work: list[tuple[bytes, dict[str, str]]]) -> dict[str, float]:
+    """Median milliseconds per stage (Server-Timing) over calls made one at a time, and ``outside``."""
+    per_stage: dict[str, list[float]] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+        for body, headers in work:
+            t = time.perf_counter()
+            r = await c.post(PATH, content=body, headers=headers)
+            latency = (time.perf_counter() - t) * 1e3
+            if r.status_code != 200 or TIMING_HEADER not in r.headers:
+                raise RuntimeError(f"HTTP {r.status_code} without {TIMING_HEADER}: {r.text[:300]}")
+            stages = parse_header(r.headers[TIMING_HEADER])
+            stages["outside"] = latency - stages["total"]
+            for k, v in stages.items():
+                per_stage.setdefault(k, []).append(v)
+    return {k: statistics.median(v) for k, v in per_stage.items()}
 
 
 def run_wrk(url: str, work: list[tuple[bytes, dict[str, str]]], clients: int, seconds: float,
@@ -215,6 +244,53 @@ def profile(size: str, n: int) -> None:
     pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
 
+def handoff(size: str, n: int) -> None:
+    """The messages to and from the evaluation child, without the pipe: the objects pickled (a Job and the
+    IssuedCard dataclasses) against the wire format the service uses (FHIR data as JSON, cards as tuples),
+    written and read, in alternating rounds in this process."""
+    import pickle
+
+    import engine
+    from engine.service.app import evaluate_call
+    from engine.service.cards import KnowledgeBaseView
+    from engine.service.feedback import IssuedCard
+    from engine.service.isolate import Job, _cards_wire
+    from engine.service.prefetch import SERVICES, Gathered
+
+    view = KnowledgeBaseView.of(engine.load_knowledge_base(ROOT / "rules"))
+    svc = next(s for s in SERVICES if s.hook == "patient-view")
+    ctx, resources = read_call(request_body("handoff-0", size, 0))
+    now = time.time()
+    ev = evaluate_call(view, svc, ctx, Gathered(resources), [], now, lambda r: f"{BASE_URL}/rules/{r}")
+    job, answer, stages_ms = Job("hash", svc, ctx, Gathered(resources), [], now), orjson.dumps(ev.response), {"x": 1.0}
+
+    def objects() -> int:
+        sent = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(sent)
+        back = pickle.dumps(("ok", answer, ev.cards), protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(back)
+        return len(sent) + len(back)
+
+    def wire() -> int:
+        sent = job.wire()
+        Job.unwire(sent)
+        back = pickle.dumps(("ok", answer, _cards_wire(ev.cards), stages_ms), protocol=pickle.HIGHEST_PROTOCOL)
+        [IssuedCard(*c) for c in pickle.loads(back)[2]]
+        return len(sent) + len(back)
+
+    times: dict[str, list[float]] = {"objects": [], "wire": []}
+    sizes: dict[str, int] = {}
+    for _ in range(n):
+        for name, f in (("objects", objects), ("wire", wire)):
+            t = time.perf_counter()
+            sizes[name] = f()
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print(f"hand-off, {size} records ({len(resources)} resources, {len(ev.cards)} cards), {n} rounds, load average "
+          f"{_loadavg()}: pickled objects {med['objects']:.3f} ms ({sizes['objects']} bytes), wire "
+          f"{med['wire']:.3f} ms ({sizes['wire']} bytes), ratio {med['objects'] / med['wire']:.2f}")
+
+
 def stages(size: str, n: int, warmup: int = 30) -> None:
     """Median CPU time per stage of one call, in-process and unprofiled: reading the request, FHIR validation and
     mapping to a snapshot, evaluation, and the whole call (``evaluate_call``: FHIR + evaluation + cards)."""
@@ -256,10 +332,11 @@ def main() -> int:
                          "wrk sends what it can in --seconds)")
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--concurrency", default="1,10,50")
-    ap.add_argument("--size", choices=("small", "typical"), default="typical")
+    ap.add_argument("--size", default="small,typical", help="record sizes, small and/or typical")
+    ap.add_argument("--budget", type=int, default=60, help="calls one at a time for the stage budget")
     ap.add_argument("--client", choices=("httpx", "wrk"), default="httpx", help="the load generator")
     ap.add_argument("--seconds", type=float, default=10, help="with --client wrk: the length of each run")
-    ap.add_argument("--workers", default="1", help="service processes (workers setting), e.g. 1,2 to compare")
+    ap.add_argument("--workers", default="1,2", help="service processes (workers setting)")
     ap.add_argument("--shared-replay", action="store_true",
                     help="record used token ids in a SQLite file (auth.replay_db) instead of in memory")
     ap.add_argument("--in-process", action="store_true",
@@ -267,12 +344,22 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--profile", action="store_true", help="profile one call in-process instead")
     ap.add_argument("--stages", action="store_true", help="median time per stage of one call, in-process")
+    ap.add_argument("--handoff", action="store_true", help="the child's messages: pickled objects vs wire format")
     args = ap.parse_args()
+    sizes = args.size.split(",")
+    if any(s not in ("small", "typical") for s in sizes):
+        ap.error("--size: small and/or typical")
     if args.profile:
-        profile(args.size, 200)
+        for size in sizes:
+            profile(size, 200)
         return 0
     if args.stages:
-        stages(args.size, args.requests)
+        for size in sizes:
+            stages(size, args.requests or 100)
+        return 0
+    if args.handoff:
+        for size in sizes:
+            handoff(size, args.requests or 300)
         return 0
     if args.requests is None:
         args.requests = 5000 if args.client == "wrk" else 400
@@ -285,58 +372,89 @@ def main() -> int:
     jwk = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(key.public_key())) | {"kid": "bench", "alg": "ES384"}
     workdir = Path(tempfile.mkdtemp(prefix="mascds-bench-"))
     (workdir / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    print(f"preparing {args.warmup + args.requests} x {len(levels) * len(worker_counts)} requests ({args.size} "
-          "records) ...", file=sys.stderr)
     results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                               "python": platform.python_version(), "size": args.size, "client": args.client,
-                               "runs": []}
+                               "python": platform.python_version(), "client": args.client,
+                               "loadavg_before": _loadavg(), "runs": []}
     try:
-        for workers in worker_counts:
-            config = {"base_url": BASE_URL, "knowledge_base": str(ROOT / "rules"), "workers": workers,
-                      "feedback_db": str(workdir / f"f{workers}.db"), "log_level": "warning",
-                      "reload": {"watch": False}, "isolate_evaluation": not args.in_process,
-                      "auth": {"issuers": [{"iss": ISSUER, "jwks_file": str(workdir / "jwks.json")}],
-                               "max_token_lifetime_seconds": 900,
-                               **({"replay_db": str(workdir / f"replay{workers}.sqlite3")}
-                                  if args.shared_replay else {})}}
-            work = {c: prepare(args.warmup + args.requests, args.size, key) for c in levels}
-            results["mean_request_bytes"] = round(statistics.mean(len(b) for b, _ in work[levels[0]]))
-            run: dict[str, Any] = {"workers": workers, "levels": {}}
-            server = ServiceProcess(workdir / f"server{workers}", config)
-            try:
-                for clients in levels:
-                    batch = work[clients]
-                    asyncio.run(run_level(server.url, batch[:args.warmup], clients))
-                    cpu = server_cpu(server.proc.pid)
-                    if args.client == "wrk":
-                        run["levels"][str(clients)] = run_wrk(server.url, batch[args.warmup:], clients,
-                                                              args.seconds, workdir)
-                    else:
-                        latencies, wall = asyncio.run(run_level(server.url, batch[args.warmup:], clients))
-                        run["levels"][str(clients)] = stats(latencies, wall)
-                    level = run["levels"][str(clients)]
-                    level["server_cpu_ms"] = (server_cpu(server.proc.pid) - cpu) / level["requests"] * 1e3
-            finally:
-                server.stop()
-            results["runs"].append(run)
+        for size in sizes:
+            for workers in worker_counts:
+                print(f"{size} records, {workers} worker(s): preparing {args.warmup + args.requests} x {len(levels)} "
+                      "requests ...", file=sys.stderr)
+                results["runs"].append(measure(args, size, workers, levels, key, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    # one worker keeps used token ids in memory; several share a SQLite file (auth.replay_db or its default)
-    replay = "shared SQLite" if args.shared_replay else "in memory with 1 worker, shared SQLite with more"
-    where = "in the service process" if args.in_process else "in a child process"
-    print(f"patient-view, {args.size} records (~{results['mean_request_bytes'] / 1024:.0f} KiB each), "
-          f"{results['machine']}, Python {results['python']}, JWT auth on, used token ids {replay}, "
-          f"evaluation {where}, load from {args.client}")
-    print(f"{'workers':>8} {'clients':>8} {'requests':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'req/s':>7} {'server CPU ms/call':>19}")
-    for run in results["runs"]:
-        for clients, st in run["levels"].items():
-            print(f"{run['workers']:>8} {clients:>8} {st['requests']:>9} {st['median_ms']:>10.1f} "
-                  f"{st['p90_ms']:>8.1f} {st['p99_ms']:>8.1f} {st['max_ms']:>8.1f} {st['per_second']:>7.0f} "
-                  f"{st['server_cpu_ms']:>19.1f}")
+    results["loadavg_after"] = _loadavg()
+    report(args, results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def measure(args: argparse.Namespace, size: str, workers: int, levels: list[int], key: Any,
+            workdir: Path) -> dict[str, Any]:
+    """One server (``workers`` processes): the stage budget, then each concurrency level."""
+    tag = f"{size}-{workers}"
+    config = {"base_url": BASE_URL, "knowledge_base": str(ROOT / "rules"), "workers": workers,
+              "feedback_db": str(workdir / f"f{tag}.db"), "log_level": "warning", "server_timing": True,
+              "reload": {"watch": False}, "isolate_evaluation": not args.in_process,
+              "auth": {"issuers": [{"iss": ISSUER, "jwks_file": str(workdir / "jwks.json")}],
+                       "max_token_lifetime_seconds": 900,
+                       **({"replay_db": str(workdir / f"replay{tag}.sqlite3")} if args.shared_replay else {})}}
+    work = {c: prepare(args.warmup + args.requests, size, key) for c in levels}
+    budget_work = prepare(args.warmup + args.budget, size, key)
+    run: dict[str, Any] = {"size": size, "workers": workers, "levels": {},
+                           "mean_request_bytes": round(statistics.mean(len(b) for b, _ in work[levels[0]]))}
+    server = ServiceProcess(workdir / f"server{tag}", config)
+    try:
+        asyncio.run(run_level(server.url, budget_work[:args.warmup], max(levels)))  # every worker warmed up
+        run["budget"] = asyncio.run(run_budget(server.url, budget_work[args.warmup:]))
+        for clients in levels:
+            batch = work[clients]
+            asyncio.run(run_level(server.url, batch[:args.warmup], clients))
+            cpu = server_cpu(server.proc.pid)
+            if args.client == "wrk":
+                run["levels"][str(clients)] = run_wrk(server.url, batch[args.warmup:], clients, args.seconds,
+                                                      workdir)
+            else:
+                latencies, wall = asyncio.run(run_level(server.url, batch[args.warmup:], clients))
+                run["levels"][str(clients)] = stats(latencies, wall)
+            level = run["levels"][str(clients)]
+            level["server_cpu_ms"] = (server_cpu(server.proc.pid) - cpu) / level["requests"] * 1e3
+    finally:
+        server.stop()
+    return run
+
+
+def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    # one worker keeps used token ids in memory; several share a SQLite file (auth.replay_db or its default)
+    replay = "shared SQLite" if args.shared_replay else "in memory with 1 worker, shared SQLite with more"
+    where = "in the service process" if args.in_process else "in a child process"
+    print(f"patient-view, {results['machine']}, Python {results['python']}, JWT auth on (ES384), used token ids "
+          f"{replay}, evaluation {where}, load from {args.client}; load average {results['loadavg_before']} before, "
+          f"{results['loadavg_after']} after")
+    print(f"{'records':>8} {'workers':>8} {'clients':>8} {'requests':>9} {'median ms':>10} {'p90 ms':>8} "
+          f"{'p99 ms':>8} {'max ms':>8} {'req/s':>7} {'server CPU ms/call':>19}")
+    for run in results["runs"]:
+        for clients, st in run["levels"].items():
+            print(f"{run['size']:>8} {run['workers']:>8} {clients:>8} {st['requests']:>9} {st['median_ms']:>10.1f} "
+                  f"{st['p90_ms']:>8.1f} {st['p99_ms']:>8.1f} {st['max_ms']:>8.1f} {st['per_second']:>7.0f} "
+                  f"{st['server_cpu_ms']:>19.1f}")
+    print(f"\nstage budget: median ms per stage (Server-Timing), {args.budget} calls one at a time; other = total - "
+          "the stages (middleware, thread hand-over); outside = client latency - total")
+    names = [s for s in STAGE_ORDER if any(s in r["budget"] for r in results["runs"])]
+    print(f"{'records':>8} {'workers':>8} " + " ".join(f"{n:>9}" for n in [*names, "other", "outside"]))
+    for run in results["runs"]:
+        b = run["budget"]
+        other = b.get("total", 0.0) - sum(b.get(n, 0.0) for n in names if n != "total")
+        cells = [b.get(n, math.nan) for n in names] + [other, b.get("outside", math.nan)]
+        print(f"{run['size']:>8} {run['workers']:>8} " + " ".join(f"{v:>9.2f}" for v in cells))
 
 
 if __name__ == "__main__":

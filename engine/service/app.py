@@ -76,6 +76,8 @@ from .prefetch import (
     patient_of,
 )
 from .reload import KnowledgeBaseHolder, Reloader
+from .timing import HEADER as TIMING_HEADER
+from .timing import Timings
 
 log = logging.getLogger("mascds.service")
 # The HTTP client's loggers write every URL fetched (httpx at INFO, httpcore at DEBUG with response headers),
@@ -149,6 +151,7 @@ class Guard:
         sent = {"status": 0}
         info: dict[str, Any] = {}
         scope["mascds"] = info
+        scope["mascds.timings"] = Timings()  # (apart from info, which is logged)
         view = self.state.holder.current
         extra = kb_headers(view)
         if self.state.verifier is None:
@@ -226,14 +229,16 @@ class ServiceState:
         return docs_url_for(self.settings, rule_id)
 
     def evaluate(self, view: KnowledgeBaseView, svc: ServiceDef, ctx: PatientViewContext, gathered: Gathered,
-                 drafts: list[dict[str, Any]], now: float) -> tuple[bytes, list[IssuedCard]]:
+                 drafts: list[dict[str, Any]], now: float, timings: Timings) -> tuple[bytes, list[IssuedCard]]:
         """One call's evaluation, in the child process when there is one (on the evaluation thread): the answer
         (JSON bytes) and the cards to record."""
         if self.evaluator is None:
-            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url)
-            return orjson.dumps(ev.response), ev.cards
+            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url, timings)
+            answer = orjson.dumps(ev.response)
+            timings.lap("serialise")
+            return answer, ev.cards
         try:
-            return self.evaluator.evaluate(Job(view.kb.content_hash, svc, ctx, gathered, drafts, now))
+            return self.evaluator.evaluate(Job(view.kb.content_hash, svc, ctx, gathered, drafts, now), timings)
         except Rejected as exc:
             raise Problem(exc.status, exc.lines, code=exc.code) from None
         except EvaluationFailed as exc:
@@ -307,10 +312,13 @@ class Evaluation:
 
 
 def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientViewContext, gathered: Gathered,
-                  drafts: list[dict[str, Any]], now: float, docs_url: Callable[[str], str]) -> Evaluation:
-    """Snapshot -> result -> cards for one call (CPU only; no I/O)."""
+                  drafts: list[dict[str, Any]], now: float, docs_url: Callable[[str], str],
+                  timings: Timings | None = None) -> Evaluation:
+    """Snapshot -> result -> cards for one call (CPU only; no I/O). ``timings`` receives the duration of each
+    stage (``fhir``, ``evaluate``, ``cards``, ``serialise``: the response model and its dump)."""
     from ..fhir import snapshot_from_resources
 
+    clock = timings if timings is not None else Timings()
     resources = _merge(drafts, gathered.resources)
     names_patient = _check_patient(resources, ctx.patientId)
     try:
@@ -323,11 +331,13 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
     except UsageError as exc:
         raise Problem(400, [str(exc)]) from None
     snapshot: Snapshot = ingest.snapshot
+    clock.lap("fhir")
     try:
         result = view.kb.evaluate(snapshot, int(now))
     except EvaluationError:
         log.error("evaluation failed in the rule engine (%s)", service.id)
         raise Problem(500, ["the rule engine could not evaluate this record; the fault has been logged"]) from None
+    clock.lap("evaluate")
     draft_refs = {f"MedicationRequest/{d['id']}" for d in drafts
                   if d.get("resourceType") == "MedicationRequest" and isinstance(d.get("id"), str)}
     draft_orders: dict[str, list[str]] = {}
@@ -348,13 +358,16 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
     for c in cards:
         ext = (c.extension or {}).get(EXTENSION_KEY, {})
         issued.append(IssuedCard.of(c, ext.get("kind", ""), ext.get("rule_id"), ext.get("rule_version")))
+    clock.lap("cards")
     response = CDSHooksResponse(cards=cards, extension={EXTENSION_KEY: {
         "knowledge_base": view.to_json(), "evaluated_at": _iso(now), "complete": result.complete,
         "scope": result.scope.to_json(),
         **({"not_fetched": gathered.not_fetched_keys} if gathered.not_fetched_keys else {}),
         **({"fetched": gathered.fetched_keys} if gathered.fetched_keys else {}),
     }})
-    return Evaluation(issued, response.model_dump(exclude_none=True))
+    dumped = response.model_dump(exclude_none=True)
+    clock.lap("serialise")
+    return Evaluation(issued, dumped)
 
 
 def warm_up(view: KnowledgeBaseView, docs_url: Callable[[str], str]) -> None:
@@ -561,8 +574,11 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
 
     @app.post("/cds-services/{service_id}")
     async def call(service_id: str, request: Request) -> Response:
+        timings: Timings = request.scope["mascds.timings"]
+        timings.lap("http")
         svc = service_of(service_id)
         await authenticate(request, settings.audience(f"/cds-services/{svc.id}"))
+        timings.lap("auth")
         data = await read_json(request)
         try:
             req = CDSHooksRequest.model_validate(data)
@@ -582,6 +598,7 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         view = holder.current  # this call uses this knowledge base to the end, whatever reloads meanwhile
         if state.fetcher is None:
             raise Problem(503, ["the service is starting"])
+        timings.lap("parse")
         try:
             gathered = await gather(svc, queries, state.required[svc.id], req.context, req.prefetch,
                                     req.fhirServer, auth.access_token if auth else None, state.fetcher)
@@ -595,21 +612,28 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
         now = time.time()
         drafts = draft_resources(ctx, now) if isinstance(ctx, OrderSignContext) else []
         loop = asyncio.get_running_loop()
+        timings.lap("prefetch")
 
         # The CPU-bound part runs on one worker thread, in arrival order: the event loop stays free to read
         # request bodies and write answers meanwhile, which keeps the latency of queued calls even (evaluations
         # are serialised anyway: the rule engine holds the GIL and a lock).
         def work() -> tuple[bytes, list[IssuedCard]]:
-            answer, cards = state.evaluate(view, svc, ctx, gathered, drafts, now)
+            timings.lap("queue")
+            answer, cards = state.evaluate(view, svc, ctx, gathered, drafts, now, timings)
             try:
                 state.store.record_cards(svc.id, req.hookInstance, view.to_json(), cards)
             except StoreUnavailable as exc:  # the advice still goes out; only its feedback loses the rule
                 log.error("issued cards not recorded: the feedback database is unavailable (%s)", exc)
+            timings.lap("store")
             return answer, cards
 
         answer, cards = await loop.run_in_executor(state.cpu, work)
+        timings.lap("queue")
         request.scope["mascds"]["cards"] = len(cards)
-        return Response(answer, status_code=200, media_type="application/json", headers=kb_headers(view))
+        headers = kb_headers(view)
+        if settings.server_timing:
+            headers[TIMING_HEADER] = timings.header((time.perf_counter() - timings.started) * 1e3)
+        return Response(answer, status_code=200, media_type="application/json", headers=headers)
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:

@@ -15,23 +15,31 @@ A token is accepted only when all of these hold (each failure is a 401 naming th
 
 JWK Sets are cached; an unknown ``kid`` refetches the set (a key rotation), at most once per
 ``jwks_min_refresh_seconds`` (10 s) per URL, so random ``kid`` values cannot make the service hammer a client's
-server.
+server. Key objects are made once per JWK (by its exact content). A token whose signature verified is remembered
+(by a hash of its exact text and the audiences asked for, a bounded number of them), so presenting it again (a
+retry after a 503 of the shared replay store, or a replay, which is refused) skips the signature check, and only
+that: ``exp``, ``nbf`` and ``iat`` are checked against the clock at each use, the key is looked up again and must be
+the same JWK that verified it (else the token is verified afresh against the new one), and the ``jti`` rule applies
+as on first use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
+import orjson
 from jwt.exceptions import (
     ExpiredSignatureError,
     ImmatureSignatureError,
@@ -46,6 +54,8 @@ from ..errors import UsageError
 from .config import AuthConfig, IssuerConfig
 
 MAX_TOKEN_BYTES = 16 * 1024
+MAX_VERIFIED_TOKENS = 4096  # remembered verified tokens (about 300 bytes each)
+MAX_KEYS = 256  # key objects made from JWKs
 NUMERIC_DATE_CLAIMS = ("exp", "iat", "nbf")
 _CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 
@@ -252,6 +262,26 @@ def _check_numeric_dates(claims: dict[str, Any]) -> None:
             raise AuthError(f"the token's {name} is not a NumericDate (a JSON number of seconds since 1970)")
 
 
+def _jwk_id(jwk_data: dict[str, Any]) -> bytes:
+    """The exact content of a JWK (key order aside): what a key object and a verified token are tied to."""
+    return orjson.dumps(jwk_data, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """What is kept of a token whose signature verified: where its key came from, which key it was, and the
+    claims checked at each use."""
+
+    issuer: IssuerConfig
+    jku: Any
+    kid: str
+    jwk: bytes
+    claims: dict[str, Any]  # exp, iat, nbf, jti, tenant (those present)
+
+
+KEPT_CLAIMS = ("exp", "iat", "nbf", "jti", "tenant")
+
+
 class Verifier:
     """Checks the JWT bearer token of one call against the configured issuers."""
 
@@ -261,9 +291,51 @@ class Verifier:
         self.issuers: dict[str, IssuerConfig] = {i.iss: i for i in cfg.issuers}
         self.jwks = JwksCache(cfg, client)
         self.replays = replays if replays is not None else ReplayCache()
+        self._keys: dict[tuple[str, bytes], Any] = {}
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
+        self.signatures_checked = 0  # (for tests and measurement)
+
+    def _key(self, jwk_data: dict[str, Any], alg: str) -> tuple[Any, bytes]:
+        """The key object of a JWK for ``alg`` (made once; the checks of :func:`_check_jwk` depend on nothing
+        else) and the JWK's identity."""
+        ident = _jwk_id(jwk_data)
+        key = self._keys.get((alg, ident))
+        if key is None:
+            key = _check_jwk(jwk_data, alg)
+            if len(self._keys) >= MAX_KEYS:
+                self._keys.clear()
+            self._keys[(alg, ident)] = key
+        return key, ident
 
     async def verify(self, authorization: str | None, audiences: tuple[str, ...]) -> Caller:
         token = self._token(authorization)
+        digest = hashlib.sha256(orjson.dumps([token, *audiences])).digest()  # (JSON: no two pairs alike)
+        known = self._verified.get(digest)
+        if known is not None:
+            claims = await self._reuse(known)
+            if claims is not None:
+                return self._accept(known.issuer, claims)
+            self._verified.pop(digest, None)
+        issuer, jku, kid, ident, claims = await self._verify_signed(token, audiences)
+        self._verified[digest] = _Verified(issuer, jku, kid, ident, {k: claims[k] for k in KEPT_CLAIMS
+                                                                     if k in claims})
+        if len(self._verified) > MAX_VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return self._accept(issuer, claims)
+
+    async def _reuse(self, known: _Verified) -> dict[str, Any] | None:
+        """The claims of a token verified before, after the checks that depend on the time and the key; None when
+        its key has changed (the token is then verified again)."""
+        claims, leeway, now = known.claims, self.cfg.leeway_seconds, time.time()
+        if float(claims["exp"]) <= now - leeway:  # (PyJWT's rule: expired once exp <= now - leeway)
+            raise AuthError("the token has expired")
+        if any(float(claims[c]) > now + leeway for c in ("iat", "nbf") if c in claims):
+            raise AuthError("the token is not valid yet (iat or nbf in the future)")
+        jwk_data = await self._jwk(known.issuer, known.jku, known.kid)  # a key withdrawn since: refused here
+        return claims if _jwk_id(jwk_data) == known.jwk else None
+
+    async def _verify_signed(self, token: str, audiences: tuple[str, ...]
+                             ) -> tuple[IssuerConfig, Any, str, bytes, dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -289,8 +361,13 @@ class Verifier:
         if issuer is None:
             raise AuthError("the token's issuer is not trusted")
         jwk_data = await self._jwk(issuer, header.get("jku"), kid)
-        key = _check_jwk(jwk_data, alg)
+        key, ident = self._key(jwk_data, alg)
+        self.signatures_checked += 1
         claims = self._decode(token, key, alg, issuer.iss, audiences)
+        return issuer, header.get("jku"), kid, ident, claims
+
+    def _accept(self, issuer: IssuerConfig, claims: dict[str, Any]) -> Caller:
+        """The checks after the signature and the standard claims: lifetime, jti, tenant, replay."""
         now = time.time()
         exp, iat, jti = claims["exp"], claims["iat"], claims["jti"]
         if float(exp) - float(iat) > self.cfg.max_token_lifetime_seconds:

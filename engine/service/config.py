@@ -152,6 +152,9 @@ class Settings(_Section):
                                               "longer is stopped (its call answers 500); isolated evaluation only.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    server_timing: bool = Field(default=False, description="Answer each call with a Server-Timing header: the "
+                                "milliseconds of each stage (names and durations only, no patient data); for "
+                                "measuring the service, off in production.")
     rule_docs_url: str | None = Field(default=None, description="Template of the rule documentation link, with "
                                       "{rule_id}; default: the service's own /rules/{rule_id} page.")
     cors_origins: list[str] = Field(default_factory=list)

@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -34,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .config import Settings
+from .feedback import IssuedCard
 from .models import PatientViewContext
 from .prefetch import Gathered, ServiceDef
+from .timing import Timings
 
 if TYPE_CHECKING:
-    from .feedback import IssuedCard
+    from collections.abc import Sequence
 
 log = logging.getLogger("mascds.service")
 KEPT_KNOWLEDGE_BASES = 2
@@ -55,6 +58,31 @@ class Job:
     gathered: Gathered
     drafts: list[dict[str, Any]]
     now: float
+
+    def wire(self) -> bytes:
+        """The job as sent: the FHIR data as JSON (parsed JSON, so it round-trips; JSON is several times cheaper
+        to write and read than pickled dictionaries), the rest pickled."""
+        g = self.gathered
+        try:
+            data: bytes | None = orjson.dumps((g.resources, self.drafts))
+        except orjson.JSONEncodeError:  # not from a JSON parser (cannot happen in the service): pickled instead
+            data = None
+        return pickle.dumps((self.kb_hash, self.service, self.ctx, data,
+                             None if data is not None else (g.resources, self.drafts),
+                             g.not_fetched_keys, g.fetched_keys, g.not_fetched_sections, self.now),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def unwire(cls, raw: bytes) -> Job:
+        kb_hash, service, ctx, data, objects, not_fetched_keys, fetched_keys, sections, now = pickle.loads(raw)
+        resources, drafts = orjson.loads(data) if data is not None else objects
+        return cls(kb_hash, service, ctx, Gathered(resources, not_fetched_keys, fetched_keys, sections), drafts,
+                   now)
+
+
+def _cards_wire(cards: Sequence[IssuedCard]) -> list[tuple[Any, ...]]:
+    """Issued cards as plain tuples (pickled dataclasses cost several times more)."""
+    return [(c.uuid, c.kind, c.rule_id, c.rule_version, c.indicator, c.summary, c.suggestions) for c in cards]
 
 
 class EvaluationFailed(Exception):
@@ -117,29 +145,37 @@ def _child_main(settings: Settings, directory: str, conn: multiprocessing.connec
     warm_up(holder.current, docs_url)
     freeze_heap()
     conn.send(("ready", os.getpid()))
+
+    def reply(*message: Any) -> None:
+        conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
     while True:
         try:
-            job: Job | None = conn.recv()
+            raw = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        if job is None:
+        if not raw:  # the service process closes the child with an empty message
             return
+        job = Job.unwire(raw)
+        timings = Timings()  # from here to the reply; the rest is the hand-off
         if job.kb_hash not in views:  # (a reload under way may bring it: wait for that one first)
             holder.reload("the service process serves another knowledge base", partial(views.__contains__,
                                                                                          job.kb_hash))
         view = views.get(job.kb_hash)
         if view is None:
-            conn.send(("stale", holder.current.kb.content_hash))
+            reply("stale", holder.current.kb.content_hash)
             continue
         try:
-            ev = evaluate_call(view, job.service, job.ctx, job.gathered, job.drafts, job.now, docs_url)
+            ev = evaluate_call(view, job.service, job.ctx, job.gathered, job.drafts, job.now, docs_url, timings)
+            answer = orjson.dumps(ev.response)  # the answer's bytes: cheaper to send than objects
+            timings.lap("serialise")
         except Problem as exc:
-            conn.send(("rejected", exc.status, exc.lines, exc.code))
+            reply("rejected", exc.status, exc.lines, exc.code)
             continue
         except Exception as exc:  # a fault of the service: by type and place only (messages may hold data)
-            conn.send(("error", f"{type(exc).__name__} at {_place(exc)}"))
+            reply("error", f"{type(exc).__name__} at {_place(exc)}")
             continue
-        conn.send(("ok", orjson.dumps(ev.response), ev.cards))  # the answer's bytes: cheaper to send than objects
+        reply("ok", answer, _cards_wire(ev.cards), timings.stages)
 
 
 class IsolatedEvaluator:
@@ -202,24 +238,31 @@ class IsolatedEvaluator:
         self.restarts += 1
         self.start()
 
-    def evaluate(self, job: Job) -> tuple[bytes, list[IssuedCard]]:
-        """The call's answer (JSON bytes) and its cards to record."""
+    def evaluate(self, job: Job, timings: Timings | None = None) -> tuple[bytes, list[IssuedCard]]:
+        """The call's answer (JSON bytes) and its cards to record. ``timings`` receives the child's stages and
+        ``handoff``: the rest of the round trip (writing and reading the messages, the pipe, the wake-up)."""
+        timings = timings if timings is not None else Timings()
         with self._lock:
             if self._proc is None or not self._proc.is_alive():
                 self._replace("was not running")
+            timings.lap("queue")  # (includes starting a child that was not running)
             assert self._conn is not None
             try:
-                self._conn.send(job)
+                self._conn.send_bytes(job.wire())
                 if not self._conn.poll(self.timeout):
                     self._replace(f"did not finish within {self.timeout:g} s")
                     raise EvaluationFailed(f"the evaluation did not finish within {self.timeout:g} s")
-                reply = self._conn.recv()
+                reply = pickle.loads(self._conn.recv_bytes())
             except (EOFError, OSError):
                 self._replace("died")
                 raise EvaluationFailed("the evaluation of this record stopped the rule engine") from None
         kind = reply[0]
         if kind == "ok":
-            return reply[1], reply[2]
+            answer, cards, stages = reply[1], [IssuedCard(*c) for c in reply[2]], reply[3]
+            timings.lap("handoff")
+            timings.add("handoff", -sum(stages.values()))
+            timings.merge(stages)
+            return answer, cards
         if kind == "rejected":
             raise Rejected(reply[1], reply[2], reply[3])
         if kind == "stale":
@@ -231,7 +274,7 @@ class IsolatedEvaluator:
         with self._lock:
             if self._conn is not None:
                 with contextlib.suppress(OSError):
-                    self._conn.send(None)
+                    self._conn.send_bytes(b"")
             if self._proc is not None:
                 self._proc.join(5)
                 if self._proc.is_alive():

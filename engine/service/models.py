@@ -74,11 +74,13 @@ class Strict(BaseModel):
 
     @model_validator(mode="after")
     def _no_null_or_empty(self) -> Strict:
-        for name in self.model_fields_set:
-            if name in self.empty_allowed:
-                continue
-            value = getattr(self, name)
-            if value is None or (isinstance(value, str | list | dict) and not value):
+        # Run for every card, suggestion and coding of every answer: the values are read from the instance's
+        # dict and a non-empty value costs one truth test (a quarter of the time getattr and isinstance took).
+        values = self.__dict__
+        for name in self.__pydantic_fields_set__:
+            value = values[name]
+            if (value is None or (not value and isinstance(value, str | list | dict))) \
+                    and name not in self.empty_allowed:
                 raise ValueError(f"'{name}' is present but null or empty; an optional field without a value is "
                                  "omitted")
         return self
