@@ -137,7 +137,8 @@ STAGE_ORDER = ("http", "auth", "parse", "prefetch", "queue", "handoff", "fhir", 
 
 
 async def run_budget(url: str, work: list[tuple[bytes, dict[str, str]]]) -> dict[str, float]:
-    """Median milliseconds per stage (Server-Timing) over calls made one at a time, and ``outside``."""
+    """Median milliseconds per stage (Server-Timing) over calls made one at a time, ``other`` (the call's total
+    less its stages: the gaps between them) and ``outside`` (the client's latency less the total)."""
     per_stage: dict[str, list[float]] = {}
     async with httpx.AsyncClient(base_url=url, timeout=120) as c:
         for body, headers in work:
@@ -147,6 +148,7 @@ async def run_budget(url: str, work: list[tuple[bytes, dict[str, str]]]) -> dict
             if r.status_code != 200 or TIMING_HEADER not in r.headers:
                 raise RuntimeError(f"HTTP {r.status_code} without {TIMING_HEADER}: {r.text[:300]}")
             stages = parse_header(r.headers[TIMING_HEADER])
+            stages["other"] = stages["total"] - sum(v for k, v in stages.items() if k != "total")
             stages["outside"] = latency - stages["total"]
             for k, v in stages.items():
                 per_stage.setdefault(k, []).append(v)
@@ -447,13 +449,12 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
                   f"{st['p90_ms']:>8.1f} {st['p99_ms']:>8.1f} {st['max_ms']:>8.1f} {st['per_second']:>7.0f} "
                   f"{st['server_cpu_ms']:>19.1f}")
     print(f"\nstage budget: median ms per stage (Server-Timing), {args.budget} calls one at a time; other = total - "
-          "the stages (middleware, thread hand-over); outside = client latency - total")
+          "the stages (per call); outside = client latency - total (uvicorn's HTTP, the loopback, the httpx client)")
     names = [s for s in STAGE_ORDER if any(s in r["budget"] for r in results["runs"])]
     print(f"{'records':>8} {'workers':>8} " + " ".join(f"{n:>9}" for n in [*names, "other", "outside"]))
     for run in results["runs"]:
         b = run["budget"]
-        other = b.get("total", 0.0) - sum(b.get(n, 0.0) for n in names if n != "total")
-        cells = [b.get(n, math.nan) for n in names] + [other, b.get("outside", math.nan)]
+        cells = [b.get(n, math.nan) for n in [*names, "other", "outside"]]
         print(f"{run['size']:>8} {run['workers']:>8} " + " ".join(f"{v:>9.2f}" for v in cells))
 
 
