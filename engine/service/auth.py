@@ -54,7 +54,7 @@ from ..errors import UsageError
 from .config import AuthConfig, IssuerConfig
 
 MAX_TOKEN_BYTES = 16 * 1024
-MAX_VERIFIED_TOKENS = 4096  # remembered verified tokens (about 300 bytes each)
+MAX_VERIFIED_TOKENS = 4096  # remembered verified tokens (a few hundred bytes each)
 MAX_KEYS = 256  # key objects made from JWKs
 NUMERIC_DATE_CLAIMS = ("exp", "iat", "nbf")
 _CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
@@ -263,8 +263,13 @@ def _check_numeric_dates(claims: dict[str, Any]) -> None:
 
 
 def _jwk_id(jwk_data: dict[str, Any]) -> bytes:
-    """The exact content of a JWK (key order aside): what a key object and a verified token are tied to."""
+    """The exact content of a JWK (key order aside): what a key object is tied to."""
     return orjson.dumps(jwk_data, option=orjson.OPT_SORT_KEYS)
+
+
+def _jwk_digest(ident: bytes) -> bytes:
+    """What a verified token keeps of the JWK that verified it."""
+    return hashlib.sha256(ident).digest()
 
 
 @dataclass(frozen=True)
@@ -275,7 +280,7 @@ class _Verified:
     issuer: IssuerConfig
     jku: Any
     kid: str
-    jwk: bytes
+    jwk: bytes  # _jwk_digest
     claims: dict[str, Any]  # exp, iat, nbf, jti, tenant (those present)
 
 
@@ -332,7 +337,7 @@ class Verifier:
         if any(float(claims[c]) > now + leeway for c in ("iat", "nbf") if c in claims):
             raise AuthError("the token is not valid yet (iat or nbf in the future)")
         jwk_data = await self._jwk(known.issuer, known.jku, known.kid)  # a key withdrawn since: refused here
-        return claims if _jwk_id(jwk_data) == known.jwk else None
+        return claims if _jwk_digest(_jwk_id(jwk_data)) == known.jwk else None
 
     async def _verify_signed(self, token: str, audiences: tuple[str, ...]
                              ) -> tuple[IssuerConfig, Any, str, bytes, dict[str, Any]]:
@@ -364,7 +369,7 @@ class Verifier:
         key, ident = self._key(jwk_data, alg)
         self.signatures_checked += 1
         claims = self._decode(token, key, alg, issuer.iss, audiences)
-        return issuer, header.get("jku"), kid, ident, claims
+        return issuer, header.get("jku"), kid, _jwk_digest(ident), claims
 
     def _accept(self, issuer: IssuerConfig, claims: dict[str, Any]) -> Caller:
         """The checks after the signature and the standard claims: lifetime, jti, tenant, replay."""
