@@ -29,7 +29,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -233,7 +233,8 @@ class ServiceState:
         """One call's evaluation, in the child process when there is one (on the evaluation thread): the answer
         (JSON bytes) and the cards to record."""
         if self.evaluator is None:
-            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url, timings)
+            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url, timings,
+                               fhir_reader_options(self.settings))
             answer = orjson.dumps(ev.response)
             timings.lap("serialise")
             return answer, ev.cards
@@ -313,9 +314,10 @@ class Evaluation:
 
 def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientViewContext, gathered: Gathered,
                   drafts: list[dict[str, Any]], now: float, docs_url: Callable[[str], str],
-                  timings: Timings | None = None) -> Evaluation:
+                  timings: Timings | None = None, reader: Mapping[str, Any] | None = None) -> Evaluation:
     """Snapshot -> result -> cards for one call (CPU only; no I/O). ``timings`` receives the duration of each
-    stage (``fhir``, ``evaluate``, ``cards``, ``serialise``: the response model and its dump)."""
+    stage (``fhir``, ``evaluate``, ``cards``, ``serialise``: the response model and its dump); ``reader`` holds the
+    FHIR reader's options (:func:`fhir_reader_options`)."""
     from ..fhir import snapshot_from_resources
 
     clock = timings if timings is not None else Timings()
@@ -324,7 +326,7 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
     try:
         ingest = snapshot_from_resources(resources, source=f"cds-hooks {service.id}",
                                          patient_id=ctx.patientId if names_patient else None,
-                                         not_fetched=sorted(gathered.not_fetched_sections))
+                                         not_fetched=sorted(gathered.not_fetched_sections), **(reader or {}))
     except LoadError as exc:
         raise Problem(400, [f"{d.message}" + (f" (hint: {d.hint})" if d.hint else "")
                             for d in exc.diagnostics] or [exc.what]) from None
@@ -370,7 +372,15 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
     return Evaluation(issued, dumped)
 
 
-def warm_up(view: KnowledgeBaseView, docs_url: Callable[[str], str]) -> None:
+def fhir_reader_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of :func:`engine.fhir.snapshot_from_resources` that come from the settings: the one
+    place where a setting of the FHIR reader reaches the service process and the evaluation child alike (none
+    so far)."""
+    return {}
+
+
+def warm_up(view: KnowledgeBaseView, docs_url: Callable[[str], str],
+            reader: Mapping[str, Any] | None = None) -> None:
     """One evaluation of a made-up record at start, so that the first real call does not pay for lazy imports
     (FHIR models) and first-use caches."""
     now = time.time()
@@ -386,7 +396,7 @@ def warm_up(view: KnowledgeBaseView, docs_url: Callable[[str], str]) -> None:
     ]
     service = next(s for s in SERVICES if s.hook == "patient-view")
     ctx = PatientViewContext(userId="Practitioner/warm-up", patientId="warm-up")
-    evaluate_call(view, service, ctx, Gathered(resources), [], now, docs_url)
+    evaluate_call(view, service, ctx, Gathered(resources), [], now, docs_url, reader=reader)
 
 
 def freeze_heap() -> None:
@@ -480,7 +490,7 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
             state.evaluator = IsolatedEvaluator(settings, Path(directory))
             await asyncio.to_thread(state.evaluator.start)
         else:
-            warm_up(view, state.docs_url)
+            warm_up(view, state.docs_url, fhir_reader_options(settings))
 
         def hangup() -> None:
             assert state.reloader is not None
@@ -694,4 +704,5 @@ def create_app(settings: Settings, *, dev_no_auth: bool = False,
     return app
 
 
-__all__ = ["Problem", "ServiceState", "create_app", "draft_resources", "evaluate_call", "rule_page"]
+__all__ = ["Problem", "ServiceState", "create_app", "draft_resources", "evaluate_call", "fhir_reader_options",
+           "rule_page"]

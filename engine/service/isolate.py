@@ -115,7 +115,7 @@ def _child_main(settings: Settings, directory: str, conn: multiprocessing.connec
     from functools import partial
 
     from ..kb import load_knowledge_base
-    from .app import Problem, _place, evaluate_call, freeze_heap, warm_up
+    from .app import Problem, _place, evaluate_call, fhir_reader_options, freeze_heap, warm_up
     from .cards import KnowledgeBaseView
     from .reload import KnowledgeBaseHolder, Reloader
 
@@ -142,7 +142,8 @@ def _child_main(settings: Settings, directory: str, conn: multiprocessing.connec
     reloader.start()
     signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request())
     docs_url = partial(docs_url_for, settings)
-    warm_up(holder.current, docs_url)
+    reader = fhir_reader_options(settings)
+    warm_up(holder.current, docs_url, reader)
     freeze_heap()
     conn.send(("ready", os.getpid()))
 
@@ -166,7 +167,8 @@ def _child_main(settings: Settings, directory: str, conn: multiprocessing.connec
             reply("stale", holder.current.kb.content_hash)
             continue
         try:
-            ev = evaluate_call(view, job.service, job.ctx, job.gathered, job.drafts, job.now, docs_url, timings)
+            ev = evaluate_call(view, job.service, job.ctx, job.gathered, job.drafts, job.now, docs_url, timings,
+                               reader)
             answer = orjson.dumps(ev.response)  # the answer's bytes: cheaper to send than objects
             timings.lap("serialise")
         except Problem as exc:
