@@ -309,7 +309,21 @@ def gate(kb: engine.KnowledgeBase, data: Sequence[tuple[Snapshot, int]], zen: Ze
 
 # ---- FHIR Bundles: cql-execution ----------------------------------------------------------------------------------
 
-SYNTHEA = Path("/work/shared/data/fhir/synthea-r4")
+def _shared() -> Path:
+    """The reference material read in place, as tests/conftest.py finds it: $MASCDS_SHARED, else the nearest
+    ``shared/`` beside this checkout or one of its parents."""
+    import os
+
+    env = os.environ.get("MASCDS_SHARED")
+    if env:
+        return Path(env)
+    for parent in ROOT.parents:
+        if (parent / "shared" / "README.md").is_file():
+            return parent / "shared"
+    return ROOT.parent / "shared"
+
+
+SYNTHEA = _shared() / "data" / "fhir" / "synthea-r4"
 
 
 def bundle_time(bundle: dict[str, Any]) -> int:
@@ -334,15 +348,18 @@ def bundle_time(bundle: dict[str, Any]) -> int:
 class CqlRunner:
     """The node process running cql_runner.mjs, kept for a whole benchmark so its JIT stays warm."""
 
-    def __init__(self, bundles: Sequence[tuple[Path, int]]) -> None:
+    def __init__(self, bundles: Sequence[tuple[Path, int]], cpu: int | None = None) -> None:
+        import os
         import subprocess
 
         from engine.times import iso
 
         if not (HERE / "node_modules" / "cql-execution").is_dir():
             raise FileNotFoundError(f"{HERE / 'node_modules'} has no cql-execution: run `npm ci` in {HERE}")
+        # pinned to the benchmark's core, so that both sides get the same share of the machine (no threads run here)
+        pin = None if cpu is None else lambda: os.sched_setaffinity(0, {cpu})
         self.proc = subprocess.Popen(["node", str(HERE / "cql_runner.mjs")], cwd=HERE, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, preexec_fn=pin)  # noqa: PLW1509
         self._send({"bundles": [{"path": str(p), "at": iso(at)} for p, at in bundles]})
         ready = json.loads(self._read())
         if ready.get("ready") != len(bundles):
