@@ -81,7 +81,7 @@ def test_gate_cql_execution(kb: engine.KnowledgeBase, data: Inputs, tmp_path: Pa
         p = tmp_path / f"{snap.id}.json"
         p.write_text(json.dumps(engine.case_to_bundle(snap)))
         items.append((p, at))
-    synthea = sorted(mas2016.SYNTHEA.glob("*.json"))[:3]
+    synthea = mas2016.synthea_patients(3)
     items += [(p, mas2016.bundle_time(json.loads(p.read_text()))) for p in synthea]
     runner = mas2016.CqlRunner(items)
     try:

@@ -40,7 +40,12 @@ for await (const line of lines) {
   for (const b of bundles) {
     const cpu0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
-    const answer = await runOne(b);
+    let answer;
+    try {
+      answer = await runOne(b);
+    } catch (err) {
+      answer = { status: "error", missing: [String(err?.message ?? err)] };
+    }
     const wall = Number(process.hrtime.bigint() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     out.push({ ...answer, cpu_us: cpu.user + cpu.system, wall_us: wall });

@@ -326,6 +326,20 @@ def _shared() -> Path:
 SYNTHEA = _shared() / "data" / "fhir" / "synthea-r4"
 
 
+def synthea_patients(limit: int | None = None) -> list[Path]:
+    """The Synthea Bundles that hold one patient's record (the folder also has Bundles of hospitals and
+    practitioners, with no Patient)."""
+    out = []
+    for p in sorted(SYNTHEA.glob("*.json")):
+        bundle = json.loads(p.read_text())
+        kinds = [e.get("resource", {}).get("resourceType") for e in bundle.get("entry", ())]
+        if kinds.count("Patient") == 1:
+            out.append(p)
+            if limit is not None and len(out) == limit:
+                break
+    return out
+
+
 def bundle_time(bundle: dict[str, Any]) -> int:
     """The evaluation time for a Bundle written elsewhere: its latest Observation's effective time (every Synthea
     record ends at a different date), else now."""

@@ -1,7 +1,7 @@
 """Benchmark: mascds against zen-engine, durable_rules used directly, hand-written Python and cql-execution, on one
 decision - the 2016 EULAR/ACR/PRINTO MAS classification - with the same inputs.
 
-    python benchmarks/peers/peers_bench.py [--inputs 2000] [--rounds 5] [--bundles 200] [--synthea 93] [--json F]
+    python benchmarks/peers/peers_bench.py [--inputs 1000] [--rounds 4] [--bundles 60] [--synthea 93] [--json F]
 
 Set-up: `pip install -e '.[peers]'` (zen-engine) and `npm ci` in benchmarks/peers (cql-execution, cql-exec-fhir,
 @cqframework/cql); see the README beside this file. Without zen-engine or node the rows they need are left out
@@ -112,11 +112,11 @@ def node_missing() -> str | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--inputs", type=int, default=2000, help="generated patients for the per-decision figures")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the per-decision figures")
-    ap.add_argument("--bundles", type=int, default=200, help="generated FHIR Bundles (from the first patients)")
-    ap.add_argument("--synthea", type=int, default=93, help=f"Synthea Bundles read in place from {m.SYNTHEA}")
-    ap.add_argument("--bundle-rounds", type=int, default=3)
+    ap.add_argument("--inputs", type=int, default=1000, help="generated patients for the per-decision figures")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of the per-decision figures")
+    ap.add_argument("--bundles", type=int, default=60, help="generated FHIR Bundles (from the first patients)")
+    ap.add_argument("--synthea", type=int, default=93, help=f"Synthea patient Bundles read in place from {m.SYNTHEA}")
+    ap.add_argument("--bundle-rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2016)
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
@@ -209,7 +209,7 @@ def bundles_part(args: argparse.Namespace, data: Inputs, kb: engine.KnowledgeBas
             p = Path(tmp) / f"{snap.id}.json"
             p.write_text(json.dumps(engine.case_to_bundle(snap)))
             items.append((p, at, "generated"))
-        for p in sorted(m.SYNTHEA.glob("*.json"))[:args.synthea]:
+        for p in m.synthea_patients(args.synthea):
             items.append((p, m.bundle_time(json.loads(p.read_text())), "Synthea"))
         parsed = [json.loads(p.read_text()) for p, _, _ in items]
         runner = m.CqlRunner([(p, at) for p, at, _ in items], cpu)
