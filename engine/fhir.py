@@ -475,6 +475,20 @@ def parse_json(text: str | bytes) -> Any:
     return orjson.loads(text)
 
 
+_CONSTANT = re.compile(r"-?(?:NaN|Infinity)")
+
+
+def _json_problem(exc: orjson.JSONDecodeError) -> str:
+    """orjson's reason, in words for the constants Python's json would have read (NaN, Infinity)."""
+    if exc.msg == "depth limit exceeded":
+        return "nested too deep to read"
+    start = exc.pos - 1 if exc.msg == "no digit after sign" else exc.pos
+    constant = _CONSTANT.match(exc.doc, max(start, 0))
+    if constant:
+        return f"{constant.group()} is not a JSON number"
+    return exc.msg
+
+
 def load_fhir(path: str | Path, *, patient_id: str | None = None, strict: bool = False) -> FhirIngest:
     """Read a JSON file holding a FHIR R4 Bundle (collection, searchset or transaction) into a snapshot.
     ``strict``: as for :func:`snapshot_from_bundle`."""
@@ -492,7 +506,7 @@ def load_fhir(path: str | Path, *, patient_id: str | None = None, strict: bool =
         data = parse_json(text)
     except orjson.JSONDecodeError as exc:
         raise LoadError(f"FHIR bundle {shown} is not JSON", [_diag(
-            shown, "", f"not valid JSON: {exc.msg}", "a FHIR bundle is a JSON file; check the file's syntax",
+            shown, "", f"not valid JSON: {_json_problem(exc)}", "a FHIR bundle is a JSON file; check the file's syntax",
             line=exc.lineno, col=exc.colno)]) from None
     return snapshot_from_bundle(data, shown, patient_id=patient_id, strict=strict)
 

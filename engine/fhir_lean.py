@@ -60,8 +60,16 @@ class _S(Struct, kw_only=True, omit_defaults=True):
     _dates: ClassVar[tuple[str, ...]] = ()
     _choices: ClassVar[tuple[tuple[str, ...], ...]] = ()
     _required: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    _decimals: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
+        for name in self._decimals:
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("a decimal must be a finite number")
+            if isinstance(value, int) and not -1e308 < value < 1e308:
+                # beyond a double, as the models' Decimal becomes when the mapper reads it: infinite
+                setattr(self, name, math.inf if value > 0 else -math.inf)
         for name in self._dates:
             value = getattr(self, name)
             if value is not None:
@@ -92,10 +100,7 @@ class Quantity(_S, kw_only=True):
     unit: String | None = None
     system: Uri | None = None
     code: Code | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.value, float) and not math.isfinite(self.value):
-            raise ValueError("a decimal must be a finite number")
+    _decimals = ("value",)
 
 
 class Period(_S, kw_only=True):
@@ -260,6 +265,7 @@ class TimingRepeat(_S, kw_only=True):
     frequency: PositiveInt | None = None
     period: Decimal | None = None
     periodUnit: Code | None = None
+    _decimals = ("duration", "period")
     _choices = (("boundsDuration", "boundsRange", "boundsPeriod"),)
 
 

@@ -230,7 +230,8 @@ class ServiceState:
         """One call's evaluation, in the child process when there is one (on the evaluation thread): the answer
         (JSON bytes) and the cards to record."""
         if self.evaluator is None:
-            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url)
+            ev = evaluate_call(view, svc, ctx, gathered, drafts, now, self.docs_url,
+                               strict_fhir=self.settings.strict_fhir)
             return orjson.dumps(ev.response), ev.cards
         try:
             return self.evaluator.evaluate(Job(view.kb.content_hash, svc, ctx, gathered, drafts, now))
@@ -307,8 +308,10 @@ class Evaluation:
 
 
 def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientViewContext, gathered: Gathered,
-                  drafts: list[dict[str, Any]], now: float, docs_url: Callable[[str], str]) -> Evaluation:
-    """Snapshot -> result -> cards for one call (CPU only; no I/O)."""
+                  drafts: list[dict[str, Any]], now: float, docs_url: Callable[[str], str], *,
+                  strict_fhir: bool = False) -> Evaluation:
+    """Snapshot -> result -> cards for one call (CPU only; no I/O). ``strict_fhir``: validate the resources with
+    the full fhir.resources models (config ``strict_fhir``) instead of the lean structs."""
     from ..fhir import snapshot_from_resources
 
     resources = _merge(drafts, gathered.resources)
@@ -316,7 +319,7 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
     try:
         ingest = snapshot_from_resources(resources, source=f"cds-hooks {service.id}",
                                          patient_id=ctx.patientId if names_patient else None,
-                                         not_fetched=sorted(gathered.not_fetched_sections))
+                                         not_fetched=sorted(gathered.not_fetched_sections), strict=strict_fhir)
     except LoadError as exc:
         raise Problem(400, [f"{d.message}" + (f" (hint: {d.hint})" if d.hint else "")
                             for d in exc.diagnostics] or [exc.what]) from None

@@ -132,7 +132,8 @@ def _child_main(settings: Settings, directory: str, conn: multiprocessing.connec
             conn.send(("stale", holder.current.kb.content_hash))
             continue
         try:
-            ev = evaluate_call(view, job.service, job.ctx, job.gathered, job.drafts, job.now, docs_url)
+            ev = evaluate_call(view, job.service, job.ctx, job.gathered, job.drafts, job.now, docs_url,
+                               strict_fhir=settings.strict_fhir)
         except Problem as exc:
             conn.send(("rejected", exc.status, exc.lines, exc.code))
             continue
