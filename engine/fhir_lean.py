@@ -159,7 +159,7 @@ class Patient(_Resource, kw_only=True):
 
 
 class ObservationComponent(_S, kw_only=True):
-    code: CodeableConcept
+    code: CodeableConcept | None  # required, but the models take null for an element
     valueQuantity: Quantity | None = None
     valueCodeableConcept: CodeableConcept | None = None
     valueString: str | None = None
@@ -174,7 +174,7 @@ class ObservationComponent(_S, kw_only=True):
 
 class Observation(_Resource, kw_only=True):
     status: Code
-    code: CodeableConcept
+    code: CodeableConcept | None
     subject: Reference | None = None
     effectiveDateTime: DateTimeText | None = None
     effectivePeriod: Period | None = None
@@ -199,7 +199,7 @@ class Condition(_Resource, kw_only=True):
     clinicalStatus: CodeableConcept | None = None
     verificationStatus: CodeableConcept | None = None
     code: CodeableConcept | None = None
-    subject: Reference
+    subject: Reference | None
     onsetDateTime: DateTimeText | None = None
     onsetPeriod: Period | None = None
     abatementDateTime: DateTimeText | None = None
@@ -242,7 +242,7 @@ class MedicationAdministrationDosage(_S, kw_only=True):
 class _MedicationResource(_Resource, kw_only=True):
     medicationCodeableConcept: CodeableConcept | None = None
     medicationReference: Reference | None = None
-    subject: Reference
+    subject: Reference | None
 
 
 class MedicationAdministration(_MedicationResource, kw_only=True):
@@ -317,7 +317,7 @@ class MedicationStatement(_MedicationResource, kw_only=True):
 
 class AllergyReaction(_S, kw_only=True):
     substance: CodeableConcept | None = None
-    manifestation: list[CodeableConcept]
+    manifestation: list[CodeableConcept] | None
     onset: DateTimeText | None = None
     severity: Code | None = None
     extension: list[Extension] | None = None
@@ -328,7 +328,7 @@ class AllergyIntolerance(_Resource, kw_only=True):
     verificationStatus: CodeableConcept | None = None
     category: list[Code] | None = None
     code: CodeableConcept | None = None
-    patient: Reference
+    patient: Reference | None
     onsetDateTime: DateTimeText | None = None
     onsetPeriod: Period | None = None
     recordedDate: DateTimeText | None = None
@@ -338,13 +338,13 @@ class AllergyIntolerance(_Resource, kw_only=True):
 
 
 class SuspectEntity(_S, kw_only=True):
-    instance: Reference
+    instance: Reference | None
 
 
 class AdverseEvent(_Resource, kw_only=True):
     actuality: Code
     event: CodeableConcept | None = None
-    subject: Reference
+    subject: Reference | None
     date: DateTimeText | None = None
     detected: DateTimeText | None = None
     recordedDate: DateTimeText | None = None
@@ -356,7 +356,7 @@ class AdverseEvent(_Resource, kw_only=True):
 class Procedure(_Resource, kw_only=True):
     status: Code
     code: CodeableConcept | None = None
-    subject: Reference
+    subject: Reference | None
     performedDateTime: DateTimeText | None = None
     performedPeriod: Period | None = None
     usedCode: list[CodeableConcept] | None = None
@@ -395,6 +395,7 @@ RESOURCE_TYPES = frozenset({
     "SupplyRequest", "Task", "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet",
     "VerificationResult", "VisionPrescription",
 })
+_MISSING = re.compile(r"Object missing required field `(\w+)`")
 _AT = re.compile(r" - at `\$(.*)`$")
 
 
@@ -410,6 +411,9 @@ def _where(message: str, prefix: str = "") -> tuple[str, str]:
     m = _AT.search(message)
     path = prefix + (m.group(1) if m else "")
     what = message[:m.start()] if m else message
+    missing = _MISSING.fullmatch(what)
+    if missing:  # name the element itself, as the models do
+        path, what = f"{path}.{missing.group(1)}", "a required element is missing"
     for name, pattern in _PATTERNS.items():
         what = what.replace(f"`str` matching regex {pattern!r}", f"a FHIR {name}")
     # "$.code.coding[0].code" -> "code.coding.0.code", the spelling of the models' error locations

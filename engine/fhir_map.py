@@ -867,7 +867,7 @@ class Mapper:
             elif _is(target, "MedicationAdministration", "MedicationStatement", "MedicationRequest"):
                 found = self._medication(target, target.medicationCodeableConcept, target.medicationReference).drug
             else:
-                shown = s.instance.display
+                shown = s.instance.display if s.instance is not None else None
                 found = match_drug([fhir_lean.CodeableConcept(text=shown)]).drug if shown else None
             if found:
                 drugs.append(found)
