@@ -170,24 +170,32 @@ def _known_type(rtype: Any, strict: bool) -> bool:
     return True
 
 
+def _too_deep(node: Any, left: int, contained: list[Any]) -> bool:
+    """Whether a container nests ``left`` or more levels below ``node``; collects the contained lists met."""
+    if left == 0:
+        return True
+    for v in node.values() if isinstance(node, dict) else node:
+        if isinstance(v, dict):
+            c = v.get("contained")
+            if isinstance(c, list):
+                contained.extend(c)
+            if _too_deep(v, left - 1, contained):
+                return True
+        elif isinstance(v, list) and _too_deep(v, left - 1, contained):
+            return True
+    return False
+
+
 def _shape_problem(raw: dict[str, Any], strict: bool) -> tuple[str, str] | None:
     """What makes a resource unreadable before its model is built (too deep, a contained resource of no FHIR R4
     type): fhir.resources fails on those with a RecursionError or KeyError instead of a validation error."""
-    deepest = 0
     contained: list[Any] = []
-    level: list[Any] = [raw]
-    while level and deepest <= MAX_RESOURCE_DEPTH:  # one JSON level at a time: no recursion, stops early
-        deepest += 1
-        below: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                below.extend(node.values())
-                if isinstance(node.get("contained"), list):
-                    contained.extend(node["contained"])
-            elif isinstance(node, list):
-                below.extend(node)
-        level = [n for n in below if isinstance(n, (dict, list))]
-    if level:
+    top = raw.get("contained")
+    if isinstance(top, list):
+        contained.extend(top)
+    # The resource is level 1; a container at level MAX_RESOURCE_DEPTH + 2 is refused. Recursion is bounded by
+    # the limit, and it stops at the first container too deep.
+    if _too_deep(raw, MAX_RESOURCE_DEPTH + 1, contained):
         return (f"nested more than {MAX_RESOURCE_DEPTH} levels deep (extensions inside extensions?)",
                 "flatten the resource; no FHIR R4 resource needs this depth")
     for c in contained:

@@ -62,25 +62,28 @@ class _S(Struct, kw_only=True, omit_defaults=True):
     _required: ClassVar[tuple[tuple[str, ...], ...]] = ()
     _decimals: ClassVar[tuple[str, ...]] = ()
 
-    def __post_init__(self) -> None:
-        for name in self._decimals:
-            value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError("a decimal must be a finite number")
-            if isinstance(value, int) and not -1e308 < value < 1e308:
-                # beyond a double, as the models' Decimal becomes when the mapper reads it: infinite
-                setattr(self, name, math.inf if value > 0 else -math.inf)
-        for name in self._dates:
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, when(value))
-        for group in self._choices:
-            given = [n for n in group if getattr(self, n) is not None]
-            if len(given) > 1:
-                raise ValueError(f"only one of {', '.join(given)} may be given")
-        for group in self._required:
-            if all(getattr(self, n) is None for n in group):
-                raise ValueError(f"one of {', '.join(group)} is required")
+
+def _check(self: Any) -> None:
+    """The ``__post_init__`` of the structs that name dates, choices, required groups or decimals (only those: a
+    Coding or a Reference, the most frequent, is not called back at all)."""
+    for name in self._decimals:
+        value = getattr(self, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("a decimal must be a finite number")
+        if isinstance(value, int) and not -1e308 < value < 1e308:
+            # beyond a double, as the models' Decimal becomes when the mapper reads it: infinite
+            setattr(self, name, math.inf if value > 0 else -math.inf)
+    for name in self._dates:
+        value = getattr(self, name)
+        if value is not None:
+            setattr(self, name, when(value))
+    for group in self._choices:
+        given = [n for n in group if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"only one of {', '.join(given)} may be given")
+    for group in self._required:
+        if all(getattr(self, n) is None for n in group):
+            raise ValueError(f"one of {', '.join(group)} is required")
 
 
 class Coding(_S, kw_only=True):
@@ -101,12 +104,14 @@ class Quantity(_S, kw_only=True):
     system: Uri | None = None
     code: Code | None = None
     _decimals = ("value",)
+    __post_init__ = _check
 
 
 class Period(_S, kw_only=True):
     start: DateTimeText | None = None
     end: DateTimeText | None = None
     _dates = ("start", "end")
+    __post_init__ = _check
 
 
 class Ratio(_S, kw_only=True):
@@ -135,6 +140,7 @@ class Extension(_S, kw_only=True):
     valueCodeableConcept: CodeableConcept | None = None
     _dates = ("valueDateTime",)
     _choices = (("valueBoolean", "valueDateTime", "valueAge", "valueQuantity", "valueCode", "valueCodeableConcept"),)
+    __post_init__ = _check
 
 
 class Element(_S, kw_only=True):
@@ -156,6 +162,7 @@ class Patient(_Resource, kw_only=True):
     birthDate: DateText | None = None
     birthDate__ext: Element | None = msgspec.field(default=None, name="_birthDate")
     _dates = ("birthDate",)
+    __post_init__ = _check
 
 
 class ObservationComponent(_S, kw_only=True):
@@ -170,6 +177,7 @@ class ObservationComponent(_S, kw_only=True):
     dataAbsentReason: CodeableConcept | None = None
     _choices = (("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger", "valueRange",
                  "valueRatio"),)
+    __post_init__ = _check
 
 
 class Observation(_Resource, kw_only=True):
@@ -193,6 +201,7 @@ class Observation(_Resource, kw_only=True):
     _choices = (("effectiveDateTime", "effectivePeriod", "effectiveInstant"),
                 ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger", "valueRange",
                  "valueRatio"))
+    __post_init__ = _check
 
 
 class Condition(_Resource, kw_only=True):
@@ -207,6 +216,7 @@ class Condition(_Resource, kw_only=True):
     recordedDate: DateTimeText | None = None
     _dates = ("onsetDateTime", "abatementDateTime", "recordedDate")
     _choices = (("onsetDateTime", "onsetPeriod"), ("abatementDateTime", "abatementPeriod"))
+    __post_init__ = _check
 
 
 class MedicationIngredient(_S, kw_only=True):
@@ -214,6 +224,7 @@ class MedicationIngredient(_S, kw_only=True):
     itemReference: Reference | None = None
     _choices = (("itemCodeableConcept", "itemReference"),)
     _required = (("itemCodeableConcept", "itemReference"),)
+    __post_init__ = _check
 
 
 class Medication(_Resource, kw_only=True):
@@ -237,6 +248,7 @@ class MedicationAdministrationDosage(_S, kw_only=True):
     rateQuantity: Quantity | None = None
     rateRatio: Ratio | None = None
     _choices = (("rateRatio", "rateQuantity"),)
+    __post_init__ = _check
 
 
 class _MedicationResource(_Resource, kw_only=True):
@@ -253,6 +265,7 @@ class MedicationAdministration(_MedicationResource, kw_only=True):
     _dates = ("effectiveDateTime",)
     _choices = (("medicationCodeableConcept", "medicationReference"), ("effectiveDateTime", "effectivePeriod"))
     _required = (("medicationCodeableConcept", "medicationReference"), ("effectiveDateTime", "effectivePeriod"))
+    __post_init__ = _check
 
 
 class TimingRepeat(_S, kw_only=True):
@@ -267,6 +280,7 @@ class TimingRepeat(_S, kw_only=True):
     periodUnit: Code | None = None
     _decimals = ("duration", "period")
     _choices = (("boundsDuration", "boundsRange", "boundsPeriod"),)
+    __post_init__ = _check
 
 
 class Timing(_S, kw_only=True):
@@ -281,6 +295,7 @@ class DoseAndRate(_S, kw_only=True):
     rateRange: Range | None = None
     rateQuantity: Quantity | None = None
     _choices = (("doseRange", "doseQuantity"), ("rateRatio", "rateRange", "rateQuantity"))
+    __post_init__ = _check
 
 
 class Dosage(_S, kw_only=True):
@@ -290,6 +305,7 @@ class Dosage(_S, kw_only=True):
     route: CodeableConcept | None = None
     doseAndRate: list[DoseAndRate] | None = None
     _choices = (("asNeededBoolean", "asNeededCodeableConcept"),)
+    __post_init__ = _check
 
 
 class MedicationRequest(_MedicationResource, kw_only=True):
@@ -302,6 +318,7 @@ class MedicationRequest(_MedicationResource, kw_only=True):
     _dates = ("authoredOn",)
     _choices = (("medicationCodeableConcept", "medicationReference"),)
     _required = (("medicationCodeableConcept", "medicationReference"),)
+    __post_init__ = _check
 
 
 class MedicationStatement(_MedicationResource, kw_only=True):
@@ -313,6 +330,7 @@ class MedicationStatement(_MedicationResource, kw_only=True):
     _dates = ("effectiveDateTime",)
     _choices = (("medicationCodeableConcept", "medicationReference"), ("effectiveDateTime", "effectivePeriod"))
     _required = (("medicationCodeableConcept", "medicationReference"),)
+    __post_init__ = _check
 
 
 class AllergyReaction(_S, kw_only=True):
@@ -322,6 +340,7 @@ class AllergyReaction(_S, kw_only=True):
     severity: Code | None = None
     extension: list[Extension] | None = None
     _dates = ("onset",)
+    __post_init__ = _check
 
 
 class AllergyIntolerance(_Resource, kw_only=True):
@@ -335,6 +354,7 @@ class AllergyIntolerance(_Resource, kw_only=True):
     lastOccurrence: DateTimeText | None = None
     reaction: list[AllergyReaction] | None = None
     _dates = ("onsetDateTime", "recordedDate", "lastOccurrence")
+    __post_init__ = _check
 
 
 class SuspectEntity(_S, kw_only=True):
@@ -351,6 +371,7 @@ class AdverseEvent(_Resource, kw_only=True):
     severity: CodeableConcept | None = None
     suspectEntity: list[SuspectEntity] | None = None
     _dates = ("date", "detected", "recordedDate")
+    __post_init__ = _check
 
 
 class Procedure(_Resource, kw_only=True):
@@ -361,6 +382,7 @@ class Procedure(_Resource, kw_only=True):
     performedPeriod: Period | None = None
     usedCode: list[CodeableConcept] | None = None
     _dates = ("performedDateTime",)
+    __post_init__ = _check
 
 
 MODELS: dict[str, type[_Resource]] = {

@@ -11,6 +11,7 @@ incomplete). docs/fhir.md describes every decision.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -164,7 +165,9 @@ class DrugMatch:
     ambiguous: tuple[str, ...] = ()
 
 
-def _whole_word_drugs(text: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def _drug_words(text: str) -> frozenset[str]:
+    # A medication's text recurs across a record (each dose of a course): look its drug names up once.
     v = vocabulary()
     found: set[str] = set()
     low = text.lower()
@@ -173,7 +176,11 @@ def _whole_word_drugs(text: str) -> set[str]:
             n = name.lower()
             if len(n) >= 3 and re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", low):
                 found.add(d.id)
-    return found
+    return frozenset(found)
+
+
+def _whole_word_drugs(text: str) -> set[str]:
+    return set(_drug_words(text))
 
 
 def match_drug(concepts: Sequence[CodeableConcept | None]) -> DrugMatch:

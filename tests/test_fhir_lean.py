@@ -67,16 +67,16 @@ def _structs(tp: Any) -> list[Any]:
     return [s for arg in typing.get_args(tp) for s in _structs(arg)]
 
 
-def reads_element(rtype: str, where: str, raw: dict[str, Any]) -> bool:
-    """Whether the FHIR path of a strict diagnostic ("code.coding.0.code") leads to an element the lean structs
-    read (declare): then the lean path checks it too."""
-    parts = [p for p in where.split(".") if p]
+def reads_element(rtype: str, loc: tuple[Any, ...], raw: dict[str, Any]) -> bool:
+    """Whether the location of a model's validation error (("code", "coding", 0, "code")) leads to an element
+    the lean structs read (declare): then the lean path checks it too."""
+    parts = [str(p) for p in loc]
     if not parts:
         return True  # a resource-level check (a choice element given twice ...): the lean path has them too
     struct: Any = fhir_lean.MODELS[rtype]
     node: Any = raw
     for i, part in enumerate(parts):
-        if part.isdigit():
+        if part.isdigit() and isinstance(node, list):
             node = node[int(part)] if isinstance(node, list) and int(part) < len(node) else None
             continue
         name = f"{part[1:]}__ext" if part.startswith("_") else part
@@ -91,7 +91,7 @@ def reads_element(rtype: str, where: str, raw: dict[str, Any]) -> bool:
                 item = node[k] if isinstance(node, list) and k < len(node) else None
                 if not (isinstance(item, dict) and item.get("resourceType") == "Medication"):
                     return i + 2 < len(parts) and parts[i + 2] in ("id", "resourceType")
-                return reads_element("Medication", ".".join(parts[i + 2:]), item)
+                return reads_element("Medication", tuple(parts[i + 2:]), item)
             return True
         inner = _structs(_field_type(struct, name))
         if not inner:
@@ -100,7 +100,19 @@ def reads_element(rtype: str, where: str, raw: dict[str, Any]) -> bool:
     return True
 
 
-_STRICT_WHERE = re.compile(r"^.*? \((\w+)(?:/[^)]*)?\): (\w+)\.([\w.]*): ")
+
+
+def _model_errors(raw: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The locations of the errors the fhir.resources model reports on a resource (the first five, as
+    engine.fhir reports them); [] when it takes the resource."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    try:
+        get_fhir_model_class(raw["resourceType"]).model_validate(raw)
+    except ValidationError as exc:
+        return [tuple(e["loc"]) for e in exc.errors()[:5]]
+    return []
 _LEAN_TYPE = re.compile(r"Expected `[^`]+`, got `(str|int|float|bool)`")
 
 
@@ -135,10 +147,13 @@ def differ_legitimately(lean: tuple[Any, ...], strict: tuple[Any, ...], data: An
     for code, place, _hint, message in strict_diags:
         if (code, place, _hint) in lean_places:
             continue
-        m = _STRICT_WHERE.match(message)
         raw = _entry_raw(data, place)
-        assert m is not None and raw is not None, f"strict only: {message}"
-        assert not reads_element(m.group(2), m.group(3), raw), f"strict only, on an element mascds reads: {message}"
+        assert raw is not None, f"strict only: {message}"
+        locs = _model_errors(raw)
+        assert locs, f"strict only, and the model takes the resource: {message}"
+        for loc in locs:
+            assert not reads_element(raw["resourceType"], loc, raw), \
+                f"strict only, on an element mascds reads ({loc}): {message}"
         classes.add(UNREAD_ELEMENT)
     for code, place, _hint, message in lean_diags:
         if (code, place, _hint) in strict_places:
