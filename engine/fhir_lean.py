@@ -104,14 +104,16 @@ class Quantity(_S, kw_only=True):
     system: Uri | None = None
     code: Code | None = None
     _decimals = ("value",)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Period(_S, kw_only=True):
     start: DateTimeText | None = None
     end: DateTimeText | None = None
     _dates = ("start", "end")
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Ratio(_S, kw_only=True):
@@ -140,7 +142,8 @@ class Extension(_S, kw_only=True):
     valueCodeableConcept: CodeableConcept | None = None
     _dates = ("valueDateTime",)
     _choices = (("valueBoolean", "valueDateTime", "valueAge", "valueQuantity", "valueCode", "valueCodeableConcept"),)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Element(_S, kw_only=True):
@@ -162,7 +165,8 @@ class Patient(_Resource, kw_only=True):
     birthDate: DateText | None = None
     birthDate__ext: Element | None = msgspec.field(default=None, name="_birthDate")
     _dates = ("birthDate",)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class ObservationComponent(_S, kw_only=True):
@@ -177,7 +181,8 @@ class ObservationComponent(_S, kw_only=True):
     dataAbsentReason: CodeableConcept | None = None
     _choices = (("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger", "valueRange",
                  "valueRatio"),)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Observation(_Resource, kw_only=True):
@@ -201,7 +206,8 @@ class Observation(_Resource, kw_only=True):
     _choices = (("effectiveDateTime", "effectivePeriod", "effectiveInstant"),
                 ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger", "valueRange",
                  "valueRatio"))
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Condition(_Resource, kw_only=True):
@@ -216,7 +222,8 @@ class Condition(_Resource, kw_only=True):
     recordedDate: DateTimeText | None = None
     _dates = ("onsetDateTime", "abatementDateTime", "recordedDate")
     _choices = (("onsetDateTime", "onsetPeriod"), ("abatementDateTime", "abatementPeriod"))
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class MedicationIngredient(_S, kw_only=True):
@@ -224,7 +231,8 @@ class MedicationIngredient(_S, kw_only=True):
     itemReference: Reference | None = None
     _choices = (("itemCodeableConcept", "itemReference"),)
     _required = (("itemCodeableConcept", "itemReference"),)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Medication(_Resource, kw_only=True):
@@ -248,7 +256,8 @@ class MedicationAdministrationDosage(_S, kw_only=True):
     rateQuantity: Quantity | None = None
     rateRatio: Ratio | None = None
     _choices = (("rateRatio", "rateQuantity"),)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class _MedicationResource(_Resource, kw_only=True):
@@ -265,7 +274,8 @@ class MedicationAdministration(_MedicationResource, kw_only=True):
     _dates = ("effectiveDateTime",)
     _choices = (("medicationCodeableConcept", "medicationReference"), ("effectiveDateTime", "effectivePeriod"))
     _required = (("medicationCodeableConcept", "medicationReference"), ("effectiveDateTime", "effectivePeriod"))
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class TimingRepeat(_S, kw_only=True):
@@ -280,7 +290,8 @@ class TimingRepeat(_S, kw_only=True):
     periodUnit: Code | None = None
     _decimals = ("duration", "period")
     _choices = (("boundsDuration", "boundsRange", "boundsPeriod"),)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Timing(_S, kw_only=True):
@@ -295,7 +306,8 @@ class DoseAndRate(_S, kw_only=True):
     rateRange: Range | None = None
     rateQuantity: Quantity | None = None
     _choices = (("doseRange", "doseQuantity"), ("rateRatio", "rateRange", "rateQuantity"))
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Dosage(_S, kw_only=True):
@@ -305,7 +317,8 @@ class Dosage(_S, kw_only=True):
     route: CodeableConcept | None = None
     doseAndRate: list[DoseAndRate] | None = None
     _choices = (("asNeededBoolean", "asNeededCodeableConcept"),)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class MedicationRequest(_MedicationResource, kw_only=True):
@@ -318,7 +331,8 @@ class MedicationRequest(_MedicationResource, kw_only=True):
     _dates = ("authoredOn",)
     _choices = (("medicationCodeableConcept", "medicationReference"),)
     _required = (("medicationCodeableConcept", "medicationReference"),)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class MedicationStatement(_MedicationResource, kw_only=True):
@@ -330,7 +344,8 @@ class MedicationStatement(_MedicationResource, kw_only=True):
     _dates = ("effectiveDateTime",)
     _choices = (("medicationCodeableConcept", "medicationReference"), ("effectiveDateTime", "effectivePeriod"))
     _required = (("medicationCodeableConcept", "medicationReference"),)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class AllergyReaction(_S, kw_only=True):
@@ -340,7 +355,8 @@ class AllergyReaction(_S, kw_only=True):
     severity: Code | None = None
     extension: list[Extension] | None = None
     _dates = ("onset",)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class AllergyIntolerance(_Resource, kw_only=True):
@@ -354,7 +370,8 @@ class AllergyIntolerance(_Resource, kw_only=True):
     lastOccurrence: DateTimeText | None = None
     reaction: list[AllergyReaction] | None = None
     _dates = ("onsetDateTime", "recordedDate", "lastOccurrence")
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class SuspectEntity(_S, kw_only=True):
@@ -371,7 +388,8 @@ class AdverseEvent(_Resource, kw_only=True):
     severity: CodeableConcept | None = None
     suspectEntity: list[SuspectEntity] | None = None
     _dates = ("date", "detected", "recordedDate")
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 class Procedure(_Resource, kw_only=True):
@@ -382,7 +400,8 @@ class Procedure(_Resource, kw_only=True):
     performedPeriod: Period | None = None
     usedCode: list[CodeableConcept] | None = None
     _dates = ("performedDateTime",)
-    __post_init__ = _check
+    def __post_init__(self) -> None:
+        _check(self)
 
 
 MODELS: dict[str, type[_Resource]] = {
