@@ -189,6 +189,12 @@ def _too_deep(node: Any, left: int, contained: list[Any]) -> bool:
 def _shape_problem(raw: dict[str, Any], strict: bool) -> tuple[str, str] | None:
     """What makes a resource unreadable before its model is built (too deep, a contained resource of no FHIR R4
     type): fhir.resources fails on those with a RecursionError or KeyError instead of a validation error."""
+    try:  # the common case, in C: too few containers to be too deep, and no contained resources
+        text = orjson.dumps(raw)
+    except (orjson.JSONEncodeError, TypeError):
+        text = None  # not JSON-encodable as it is (a huge integer, nesting orjson refuses ...): walk it
+    if text is not None and text.count(b"[") + text.count(b"{") <= MAX_RESOURCE_DEPTH and b'"contained"' not in text:
+        return None
     contained: list[Any] = []
     top = raw.get("contained")
     if isinstance(top, list):
