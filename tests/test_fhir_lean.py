@@ -317,3 +317,28 @@ def test_mutated_bundles_are_read_alike_by_both_paths(recipe: tuple[str, list[tu
     data = mutate(json.loads(_seed(seed)), ops)
     classes = compare(lambda strict: snapshot_from_bundle(copy.deepcopy(data), "fuzz", strict=strict), data)
     event(", ".join(sorted(classes)) or "the same")
+
+
+# --- choosing the strict path: --strict-fhir on the commands that read FHIR, strict_fhir in the service -------
+def test_strict_fhir_on_the_command_line_refuses_what_only_the_models_check(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    from .conftest import RULES
+
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bundle(GOOD | {"colour": "red"})), encoding="utf-8")
+    for command in (["evaluate", str(path)], ["explain", str(path), "wu2025.consider-ruxolitinib"],
+                    ["replay", str(path)]):
+        assert main([*command, "--rules", str(RULES)]) == 0, command
+        capsys.readouterr()
+        assert main([*command, "--rules", str(RULES), "--strict-fhir"]) == 1, command
+        err = capsys.readouterr().err
+        assert "E501" in err and "Bundle.entry[1] (Observation/q)" in err and "colour" in err, err
+
+
+def test_the_service_reads_with_the_lean_path_unless_configured_strict() -> None:
+    from engine.service.config import Settings
+
+    assert Settings().strict_fhir is False
+    assert Settings(strict_fhir=True).strict_fhir is True
