@@ -314,6 +314,7 @@ class _Record:
 
     def __init__(self, items: list[_Item]) -> None:
         self.items = items
+        self._subjects: dict[int, tuple[str | None, str | None]] = {}  # by id(item): asked three times each
         self.index: dict[str, _Item] = {}
         for item in items:
             if item.rid:
@@ -337,6 +338,12 @@ class _Record:
 
     def subject_key(self, item: _Item) -> tuple[str | None, str | None]:
         """(patient key, problem): the patient a resource is about; (None, None) when it names none."""
+        known = self._subjects.get(id(item))
+        if known is None:
+            known = self._subjects[id(item)] = self._subject_key(item)
+        return known
+
+    def _subject_key(self, item: _Item) -> tuple[str | None, str | None]:
         model = item.model
         ref = getattr(model, "patient" if item.rtype == "AllergyIntolerance" else "subject", None)
         if ref is None or not ref.reference:
