@@ -247,6 +247,8 @@ SAME = [  # (name, resources): both paths must agree exactly
                                                  "code": cc(RXNORM, "612865"), "reaction": [{"severity": "severe"}]}]),
     ("procedure status a list", [{"resourceType": "Procedure", "id": "x", "status": ["completed"]}]),
     ("adverse event without actuality", [{"resourceType": "AdverseEvent", "id": "e"}]),
+    ("adverse event with a null suspect", [{"resourceType": "AdverseEvent", "id": "e", "actuality": "actual",
+                                            "suspectEntity": [{"instance": None}], "date": "2024-04-03"}]),
     ("gender a number", [], {"resourceType": "Patient", "id": "p", "gender": 2}),
     ("birth date with a time", [], {"resourceType": "Patient", "id": "p", "birthDate": "2014-03-01T00:00:00Z"}),
     ("birth time extension", [], {"resourceType": "Patient", "id": "p", "birthDate": "2014-03-01", "_birthDate": {
