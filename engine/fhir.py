@@ -1,8 +1,10 @@
 """FHIR R4 input: a Bundle (or a list of resources) -> a :class:`~engine.snapshot.Snapshot`.
 
-Each resource of a type mascds reads is validated once with ``fhir.resources`` (the R4B models, which read R4
-data) and mapped through the reviewed tables (``engine/data/fhir-codes.yaml`` and the vocabulary); resources of
-other types are counted and ignored. Nothing relevant is dropped silently: what cannot be used is a warning
+Each resource of a type mascds reads is validated once, by default with the lean structs of
+:mod:`engine.fhir_lean` (only the elements mascds reads, checked as strictly as the models check them), or with
+``strict=True`` (``--strict-fhir``) with the full ``fhir.resources`` R4B models (which read R4 data), and mapped
+through the reviewed tables (``engine/data/fhir-codes.yaml`` and the vocabulary); resources of other types are
+counted and ignored. Nothing relevant is dropped silently: what cannot be used is a warning
 naming the resource, a wrong value is an input error (left out, the result marked incomplete), and a bundle that
 is not valid FHIR is a :class:`~engine.errors.LoadError` naming the entry. The mapping is described in
 docs/fhir.md.
@@ -14,28 +16,15 @@ docs/fhir.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-from fhir.resources.R4B.adverseevent import AdverseEvent
-from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
-from fhir.resources.R4B.condition import Condition
-from fhir.resources.R4B.medication import Medication
-from fhir.resources.R4B.medicationadministration import MedicationAdministration
-from fhir.resources.R4B.medicationrequest import MedicationRequest
-from fhir.resources.R4B.medicationstatement import MedicationStatement
-from fhir.resources.R4B.observation import Observation
-from fhir.resources.R4B.patient import Patient
-from fhir.resources.R4B.procedure import Procedure
-from fhir.resources.R4B.reference import Reference
-from fhir.resources.R4B.resource import Resource
-from pydantic import ValidationError
+import orjson
 
+from . import fhir_lean
 from .casemodel import SECTION_NAMES
 from .errors import Diagnostic, LoadError, UsageError, choices_hint
 from .fhir_map import Mapper
@@ -46,14 +35,29 @@ from .snapshot import Snapshot
 # The resource types mascds reads, in the order they are mapped (the patient first: its birth date bounds times).
 RELEVANT_TYPES = ("Patient", "Observation", "Condition", "MedicationAdministration", "MedicationRequest",
                   "MedicationStatement", "AllergyIntolerance", "Procedure", "AdverseEvent")
-_MODELS: dict[str, type[Resource]] = {
-    "Patient": Patient, "Observation": Observation, "Condition": Condition,
-    "MedicationAdministration": MedicationAdministration, "MedicationRequest": MedicationRequest,
-    "MedicationStatement": MedicationStatement, "AllergyIntolerance": AllergyIntolerance, "Procedure": Procedure,
-    "AdverseEvent": AdverseEvent,
-    # Not mapped itself, but named by medication resources (medicationReference).
-    "Medication": Medication,
-}
+
+
+def _strict_models() -> dict[str, Any]:
+    """The fhir.resources model of each type read, imported only when the strict path is used (it takes a while)."""
+    from fhir.resources.R4B.adverseevent import AdverseEvent
+    from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
+    from fhir.resources.R4B.condition import Condition
+    from fhir.resources.R4B.medication import Medication
+    from fhir.resources.R4B.medicationadministration import MedicationAdministration
+    from fhir.resources.R4B.medicationrequest import MedicationRequest
+    from fhir.resources.R4B.medicationstatement import MedicationStatement
+    from fhir.resources.R4B.observation import Observation
+    from fhir.resources.R4B.patient import Patient
+    from fhir.resources.R4B.procedure import Procedure
+
+    return {"Patient": Patient, "Observation": Observation, "Condition": Condition,
+            "MedicationAdministration": MedicationAdministration, "MedicationRequest": MedicationRequest,
+            "MedicationStatement": MedicationStatement, "AllergyIntolerance": AllergyIntolerance,
+            "Procedure": Procedure, "AdverseEvent": AdverseEvent,
+            # Not mapped itself, but named by medication resources (medicationReference).
+            "Medication": Medication}
+
+
 READABLE_BUNDLE_TYPES = ("collection", "searchset", "transaction", "batch", "document")
 _REF_TAIL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 MAX_DIAGNOSTICS_PER_RESOURCE = 5
@@ -84,7 +88,7 @@ class _Item:
     raw: dict[str, Any]
     rtype: str
     rid: str | None
-    model: Resource | None = None
+    model: Any = None  # a fhir.resources model (strict) or a fhir_lean struct
 
     @property
     def ref(self) -> str:
@@ -152,9 +156,13 @@ def _id(resource: dict[str, Any]) -> str | None:
     return rid if isinstance(rid, str) and rid else None
 
 
-def _known_type(rtype: Any) -> bool:
+def _known_type(rtype: Any, strict: bool) -> bool:
     if not isinstance(rtype, str) or not rtype.isidentifier():
         return False
+    if not strict:
+        return rtype in fhir_lean.RESOURCE_TYPES
+    from fhir.resources.R4B import get_fhir_model_class
+
     try:
         get_fhir_model_class(rtype)
     except (KeyError, ValueError):
@@ -162,44 +170,71 @@ def _known_type(rtype: Any) -> bool:
     return True
 
 
-def _shape_problem(raw: dict[str, Any]) -> tuple[str, str] | None:
+def _too_deep(node: Any, left: int, contained: list[Any]) -> bool:
+    """Whether a container nests ``left`` or more levels below ``node``; collects the contained lists met."""
+    if left == 0:
+        return True
+    for v in node.values() if isinstance(node, dict) else node:
+        if isinstance(v, dict):
+            c = v.get("contained")
+            if isinstance(c, list):
+                contained.extend(c)
+            if _too_deep(v, left - 1, contained):
+                return True
+        elif isinstance(v, list) and _too_deep(v, left - 1, contained):
+            return True
+    return False
+
+
+def _shape_problem(raw: dict[str, Any], strict: bool) -> tuple[str, str] | None:
     """What makes a resource unreadable before its model is built (too deep, a contained resource of no FHIR R4
     type): fhir.resources fails on those with a RecursionError or KeyError instead of a validation error."""
-    deepest = 0
+    try:  # the common case, in C: too few containers to be too deep, and no contained resources
+        text = orjson.dumps(raw)
+    except (orjson.JSONEncodeError, TypeError):
+        text = None  # not JSON-encodable as it is (a huge integer, nesting orjson refuses ...): walk it
+    if text is not None and text.count(b"[") + text.count(b"{") <= MAX_RESOURCE_DEPTH and b'"contained"' not in text:
+        return None
     contained: list[Any] = []
-    level: list[Any] = [raw]
-    while level and deepest <= MAX_RESOURCE_DEPTH:  # one JSON level at a time: no recursion, stops early
-        deepest += 1
-        below: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                below.extend(node.values())
-                if isinstance(node.get("contained"), list):
-                    contained.extend(node["contained"])
-            elif isinstance(node, list):
-                below.extend(node)
-        level = [n for n in below if isinstance(n, (dict, list))]
-    if level:
+    top = raw.get("contained")
+    if isinstance(top, list):
+        contained.extend(top)
+    # The resource is level 1; a container at level MAX_RESOURCE_DEPTH + 2 is refused. Recursion is bounded by
+    # the limit, and it stops at the first container too deep.
+    if _too_deep(raw, MAX_RESOURCE_DEPTH + 1, contained):
         return (f"nested more than {MAX_RESOURCE_DEPTH} levels deep (extensions inside extensions?)",
                 "flatten the resource; no FHIR R4 resource needs this depth")
     for c in contained:
         rtype = c.get("resourceType") if isinstance(c, dict) else None
-        if not _known_type(rtype):
+        if not _known_type(rtype, strict):
             return (f"a contained resource of type {str(rtype)[:40]!r}, which is not a FHIR R4 resource type",
                     "give each contained resource a FHIR R4 resourceType (Medication, ...)")
     return None
 
 
-def _validate(items: list[_Item], source: str) -> None:
+_INVALID_HINT = "fix the resource so it is valid FHIR R4 (see the resource's page of the specification)"
+
+
+def _validate(items: list[_Item], source: str, strict: bool) -> None:
     """Parse every resource of a type mascds reads, once; every failure is a diagnostic naming the entry."""
+    from pydantic import ValidationError
+
     diags: list[Diagnostic] = []
+    models: dict[str, Any] = _strict_models() if strict else dict(fhir_lean.MODELS)
     for item in items:
-        model = _MODELS.get(item.rtype)
+        model = models.get(item.rtype)
         if model is None:
             continue
-        shape = _shape_problem(item.raw)
+        shape = _shape_problem(item.raw, strict)
         if shape is not None:
             diags.append(_diag(source, item.path, f"{item.path}: {shape[0]}", shape[1], "E501"))
+            continue
+        if not strict:
+            try:
+                item.model = fhir_lean.parse(item.rtype, item.raw)
+            except fhir_lean.ValidationError as exc:
+                what = f"{item.rtype}.{exc.where}: {exc.what}" if exc.where else exc.what
+                diags.append(_diag(source, item.path, f"{item.path}: {what}", _INVALID_HINT, "E501"))
             continue
         try:
             item.model = model.model_validate(item.raw)
@@ -207,9 +242,7 @@ def _validate(items: list[_Item], source: str) -> None:
             for err in exc.errors()[:MAX_DIAGNOSTICS_PER_RESOURCE]:
                 where = ".".join(str(p) for p in err["loc"])
                 what = f"{item.rtype}.{where}: {err['msg']}" if where else err["msg"]
-                diags.append(_diag(source, item.path, f"{item.path}: {what}",
-                                   "fix the resource so it is valid FHIR R4 (see the resource's page of the "
-                                   "specification)", "E501"))
+                diags.append(_diag(source, item.path, f"{item.path}: {what}", _INVALID_HINT, "E501"))
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             # fhir.resources raises these (not a ValidationError) for some malformed input.
             diags.append(_diag(source, item.path, f"{item.path}: not readable as FHIR R4 "
@@ -281,6 +314,7 @@ class _Record:
 
     def __init__(self, items: list[_Item]) -> None:
         self.items = items
+        self._subjects: dict[int, tuple[str | None, str | None]] = {}  # by id(item): asked three times each
         self.index: dict[str, _Item] = {}
         for item in items:
             if item.rid:
@@ -289,7 +323,7 @@ class _Record:
                 self.index.setdefault(item.full_url, item)
                 self.index.setdefault(_ref_key(item.full_url), item)
 
-    def resolve(self, holder: Resource, reference: Reference | None) -> Resource | None:
+    def resolve(self, holder: Any, reference: Any) -> Any:
         """The resource a reference names: contained in ``holder`` ("#id") or another entry of the input."""
         if reference is None or not reference.reference:
             return None
@@ -297,13 +331,19 @@ class _Record:
         if r.startswith("#"):
             for c in getattr(holder, "contained", None) or ():
                 if getattr(c, "id", None) == r[1:]:
-                    return c  # type: ignore[no-any-return]
+                    return c
             return None
         item = self.index.get(r) or self.index.get(_ref_key(r))
         return item.model if item is not None else None
 
     def subject_key(self, item: _Item) -> tuple[str | None, str | None]:
         """(patient key, problem): the patient a resource is about; (None, None) when it names none."""
+        known = self._subjects.get(id(item))
+        if known is None:
+            known = self._subjects[id(item)] = self._subject_key(item)
+        return known
+
+    def _subject_key(self, item: _Item) -> tuple[str | None, str | None]:
         model = item.model
         ref = getattr(model, "patient" if item.rtype == "AllergyIntolerance" else "subject", None)
         if ref is None or not ref.reference:
@@ -353,13 +393,13 @@ def _choose_patient(record: _Record, source: str, patient_id: str | None) -> str
 
 
 def _read(items: list[_Item], source: str, patient_id: str | None, not_fetched: Iterable[str],
-          record_id: str | None) -> FhirIngest:
+          record_id: str | None, strict: bool) -> FhirIngest:
     unknown = list(not_fetched)
     bad = [s for s in unknown if s not in SECTION_NAMES]
     if bad:
         raise UsageError(f"not_fetched: unknown section '{bad[0]}'; " + choices_hint(bad[0], SECTION_NAMES))
     items, duplicates = _dedupe(items)
-    _validate(items, source)
+    _validate(items, source, strict)
     record = _Record(items)
     chosen = _choose_patient(record, source, patient_id)
     several = len({k for k in (record.subject_key(i)[0] for i in items) if k} |
@@ -379,7 +419,7 @@ def _read(items: list[_Item], source: str, patient_id: str | None, not_fetched: 
     patient_item = next((i for i in items if i.rtype == "Patient" and i.ref == chosen), None)
     if patient_item is not None:
         relevant += 1
-        assert isinstance(patient_item.model, Patient)
+        assert patient_item.model is not None and patient_item.model.get_resource_type() == "Patient"
         mapped += mapper.patient_resource(patient_item.model, patient_item.ref)
     for item in items:
         if item.rtype not in dispatch:
@@ -417,17 +457,19 @@ def _read(items: list[_Item], source: str, patient_id: str | None, not_fetched: 
 
 
 def snapshot_from_bundle(bundle: dict[str, Any], source: str = "<bundle>", *,
-                         patient_id: str | None = None) -> FhirIngest:
+                         patient_id: str | None = None, strict: bool = False) -> FhirIngest:
     """Read a FHIR R4 Bundle (collection, searchset, transaction, batch or document) into a snapshot.
 
     A bundle with several patients needs ``patient_id`` (else :class:`UsageError`); one that is not valid FHIR
-    raises :class:`LoadError` naming each entry that failed."""
+    raises :class:`LoadError` naming each entry that failed. ``strict`` validates each resource read with the full
+    ``fhir.resources`` models (every element, also those mascds ignores) instead of the lean structs."""
     items = _bundle_items(bundle, source)
-    return _read(items, source, patient_id, (), _id(bundle))
+    return _read(items, source, patient_id, (), _id(bundle), strict)
 
 
 def snapshot_from_resources(resources: Iterable[dict[str, Any]], source: str = "<fhir>",
-                            patient_id: str | None = None, not_fetched: Iterable[str] = ()) -> FhirIngest:
+                            patient_id: str | None = None, not_fetched: Iterable[str] = (), *,
+                            strict: bool = False) -> FhirIngest:
     """Read FHIR R4 resources (parsed JSON, e.g. a CDS Hooks prefetch) into a snapshot.
 
     ``not_fetched`` names snapshot sections that were not fetched at all ("medications", "reactions", ...): rules
@@ -445,16 +487,32 @@ def snapshot_from_resources(resources: Iterable[dict[str, Any]], source: str = "
         items.append(_Item(label, None, r, r["resourceType"], _id(r)))
     if diags:
         raise LoadError(f"FHIR resources from {source} are not valid", diags)
-    return _read(items, source, patient_id, not_fetched, None)
+    return _read(items, source, patient_id, not_fetched, None, strict)
 
 
-def _no_constant(name: str) -> Any:
-    # Python's json reads NaN and Infinity, which JSON (and so FHIR) does not have.
-    raise ValueError(f"{name} is not a JSON number")
+def parse_json(text: str | bytes) -> Any:
+    """JSON text -> Python values with orjson, which refuses what JSON (and so FHIR) does not have: NaN,
+    Infinity, a number out of the double range, an integer beyond 64 bits, nesting deeper than 1024."""
+    return orjson.loads(text)
 
 
-def load_fhir(path: str | Path, *, patient_id: str | None = None) -> FhirIngest:
-    """Read a JSON file holding a FHIR R4 Bundle (collection, searchset or transaction) into a snapshot."""
+_CONSTANT = re.compile(r"-?(?:NaN|Infinity)")
+
+
+def _json_problem(exc: orjson.JSONDecodeError) -> str:
+    """orjson's reason, in words for the constants Python's json would have read (NaN, Infinity)."""
+    if exc.msg == "depth limit exceeded":
+        return "nested too deep to read"
+    start = exc.pos - 1 if exc.msg == "no digit after sign" else exc.pos
+    constant = _CONSTANT.match(exc.doc, max(start, 0))
+    if constant:
+        return f"{constant.group()} is not a JSON number"
+    return exc.msg
+
+
+def load_fhir(path: str | Path, *, patient_id: str | None = None, strict: bool = False) -> FhirIngest:
+    """Read a JSON file holding a FHIR R4 Bundle (collection, searchset or transaction) into a snapshot.
+    ``strict``: as for :func:`snapshot_from_bundle`."""
     from .load import display_path
 
     p = Path(path)
@@ -466,16 +524,12 @@ def load_fhir(path: str | Path, *, patient_id: str | None = None) -> FhirIngest:
             shown, 1, 1, "E004", f"cannot read the file: {exc.strerror if isinstance(exc, OSError) else exc}",
             "check the path")]) from None
     try:
-        data = json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
+        data = parse_json(text)
+    except orjson.JSONDecodeError as exc:
         raise LoadError(f"FHIR bundle {shown} is not JSON", [_diag(
-            shown, "", f"not valid JSON: {exc.msg}", "a FHIR bundle is a JSON file; check the file's syntax",
+            shown, "", f"not valid JSON: {_json_problem(exc)}", "a FHIR bundle is a JSON file; check the file's syntax",
             line=exc.lineno, col=exc.colno)]) from None
-    except (RecursionError, ValueError) as exc:
-        what = "nested too deep to read" if isinstance(exc, RecursionError) else str(exc)
-        raise LoadError(f"FHIR bundle {shown} is not JSON", [_diag(
-            shown, "", f"not valid JSON: {what}", "a FHIR bundle is a JSON file; check the file's syntax")]) from None
-    return snapshot_from_bundle(data, shown, patient_id=patient_id)
+    return snapshot_from_bundle(data, shown, patient_id=patient_id, strict=strict)
 
 
 __all__ = ["RELEVANT_TYPES", "FhirIngest", "is_fhir_bundle", "load_fhir", "snapshot_from_bundle",

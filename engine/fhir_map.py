@@ -1,4 +1,8 @@
-"""FHIR R4 resources (already validated by ``fhir.resources``) -> the entries of a :class:`Snapshot`.
+"""FHIR R4 resources (already validated) -> the entries of a :class:`Snapshot`.
+
+The resources are ``fhir.resources`` models (the strict path) or the lean structs of :mod:`engine.fhir_lean`, which
+have the same field names and value types (a date, an aware datetime, or the text of a partial date); the mapper
+reads both alike, so both paths give the same snapshot.
 
 One :class:`Mapper` per snapshot. Each resource of a type mascds reads becomes entries, or a warning naming the
 resource and why it was not used, or an input error (a wrong value that was left out, which makes the result
@@ -7,35 +11,42 @@ incomplete). docs/fhir.md describes every decision.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
-from fhir.resources.R4B.adverseevent import AdverseEvent
-from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
-from fhir.resources.R4B.codeableconcept import CodeableConcept
-from fhir.resources.R4B.condition import Condition
-from fhir.resources.R4B.dosage import Dosage
-from fhir.resources.R4B.medication import Medication
-from fhir.resources.R4B.medicationadministration import MedicationAdministration
-from fhir.resources.R4B.medicationrequest import MedicationRequest
-from fhir.resources.R4B.medicationstatement import MedicationStatement
-from fhir.resources.R4B.observation import Observation as FObservation
-from fhir.resources.R4B.patient import Patient as FPatient
-from fhir.resources.R4B.procedure import Procedure
-from fhir.resources.R4B.quantity import Quantity
-from fhir.resources.R4B.reference import Reference
-from fhir.resources.R4B.resource import Resource
-from fhir.resources.R4B.timing import Timing
-
+from . import fhir_lean
 from .fhir_codes import MASCDS_SYSTEMS, code_tables, extension_url
 from .ingest import MAX_FACTS_PER_COURSE
 from .snapshot import Course, Diagnosis, Finding, Observation, Order, OrganSupport, Patient, Reaction
 from .units import Dose, UnitError, parse_dose, to_canonical
 from .vocab import vocabulary
+
+# A validated resource or element: a fhir.resources model or a fhir_lean struct (read by field name alike).
+AdverseEvent: TypeAlias = Any
+AllergyIntolerance: TypeAlias = Any
+CodeableConcept: TypeAlias = Any
+Condition: TypeAlias = Any
+Dosage: TypeAlias = Any
+MedicationAdministration: TypeAlias = Any
+MedicationRequest: TypeAlias = Any
+MedicationStatement: TypeAlias = Any
+FObservation: TypeAlias = Any
+FPatient: TypeAlias = Any
+Procedure: TypeAlias = Any
+Quantity: TypeAlias = Any
+Reference: TypeAlias = Any
+Resource: TypeAlias = Any
+Timing: TypeAlias = Any
+
+
+def _is(resource: Any, *types: str) -> bool:
+    return resource is not None and resource.get_resource_type() in types
+
 
 # Zero-width and other invisible characters seen in generated display strings; removed before any text match.
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
@@ -154,7 +165,9 @@ class DrugMatch:
     ambiguous: tuple[str, ...] = ()
 
 
-def _whole_word_drugs(text: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def _drug_words(text: str) -> frozenset[str]:
+    # A medication's text recurs across a record (each dose of a course): look its drug names up once.
     v = vocabulary()
     found: set[str] = set()
     low = text.lower()
@@ -163,7 +176,11 @@ def _whole_word_drugs(text: str) -> set[str]:
             n = name.lower()
             if len(n) >= 3 and re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", low):
                 found.add(d.id)
-    return found
+    return frozenset(found)
+
+
+def _whole_word_drugs(text: str) -> set[str]:
+    return set(_drug_words(text))
 
 
 def match_drug(concepts: Sequence[CodeableConcept | None]) -> DrugMatch:
@@ -198,7 +215,7 @@ def match_drug(concepts: Sequence[CodeableConcept | None]) -> DrugMatch:
 class Mapper:
     """Collects a snapshot's entries, warnings and input errors from validated resources."""
 
-    def __init__(self, resolve: Callable[[Resource, Reference | None], Resource | None]) -> None:
+    def __init__(self, resolve: Callable[[Any, Any], Any]) -> None:
         self.resolve = resolve  # (resource holding the reference, reference) -> the resource it names
         self.v = vocabulary()
         self.t = code_tables()
@@ -444,13 +461,13 @@ class Mapper:
     def _medication(self, resource: Resource, concept: CodeableConcept | None,
                     reference: Reference | None) -> DrugMatch:
         concepts: list[CodeableConcept | None] = [concept]
-        target = self.resolve(resource, reference) if reference is not None else None
-        if isinstance(target, Medication):
+        target: Any = self.resolve(resource, reference) if reference is not None else None
+        if _is(target, "Medication"):
             concepts = [target.code]
         elif reference is not None and target is None:
-            concepts = [CodeableConcept(text=reference.display)] if reference.display else []
+            concepts = [fhir_lean.CodeableConcept(text=reference.display)] if reference.display else []
         found = match_drug(concepts)
-        if found.drug is None and isinstance(target, Medication):
+        if found.drug is None and _is(target, "Medication"):
             # A compounded medication without a product code: its single known ingredient names the drug.
             per_ingredient = {match_drug([i.itemCodeableConcept]).drug for i in target.ingredient or ()
                               if i.itemCodeableConcept is not None}
@@ -530,7 +547,7 @@ class Mapper:
             num, den = ratio.numerator, ratio.denominator
             if den.value is not None and float(den.value) == 1 and num.value is not None:
                 unit = f"{num.code or num.unit}/{den.code or den.unit}"
-                return self._dose(Quantity(value=num.value, unit=unit), ref, "rate")
+                return self._dose(fhir_lean.Quantity(value=num.value, unit=unit), ref, "rate")
             self.warn(ref, "rateRatio with a denominator other than 1 is not used; the course is kept without a rate")
         return None
 
@@ -612,8 +629,8 @@ class Mapper:
                           has_extension(m, "regimen"), has_extension(m, "route"))
         reason = has_extension(m, "stop-reason")  # statusReason here is why a dose was not given
         if reason is not None:
-            concept = CodeableConcept.model_validate(
-                {"coding": [{"system": MASCDS_SYSTEMS["stop-reason"], "code": str(reason)}]})
+            concept = fhir_lean.CodeableConcept(
+                coding=[fhir_lean.Coding(system=MASCDS_SYSTEMS["stop-reason"], code=str(reason))])
             self._stop_reason(n, [concept], ref)
         return ok
 
@@ -852,12 +869,13 @@ class Mapper:
         drugs: list[str] = []
         for s in e.suspectEntity or ():
             target = self.resolve(e, s.instance)
-            if isinstance(target, Medication):
+            if _is(target, "Medication"):
                 found = match_drug([target.code]).drug
-            elif isinstance(target, MedicationAdministration | MedicationStatement | MedicationRequest):
+            elif _is(target, "MedicationAdministration", "MedicationStatement", "MedicationRequest"):
                 found = self._medication(target, target.medicationCodeableConcept, target.medicationReference).drug
             else:
-                found = match_drug([CodeableConcept(text=s.instance.display)]).drug if s.instance.display else None
+                shown = s.instance.display if s.instance is not None else None
+                found = match_drug([fhir_lean.CodeableConcept(text=shown)]).drug if shown else None
             if found:
                 drugs.append(found)
         if not drugs:

@@ -70,6 +70,12 @@ def add_patient(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patient", metavar="ID", help="the patient to read from a FHIR bundle that holds several")
 
 
+def add_strict_fhir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict-fhir", action="store_true",
+                   help="validate every element of each FHIR resource read (fhir.resources models), not only the "
+                   "elements mascds reads; slower")
+
+
 def is_fhir_file(path: str) -> bool:
     """Whether a file holds FHIR JSON rather than a case file: a JSON object with a resourceType (or, when it does
     not parse, one that names a resourceType, so that its JSON syntax error is reported as such)."""
@@ -87,15 +93,16 @@ def is_fhir_file(path: str) -> bool:
     return isinstance(data, dict) and "resourceType" in data
 
 
-def load_snapshot(path: str, patient: str | None = None) -> Snapshot:
-    """A patient record from a case file (YAML) or a FHIR R4 Bundle (JSON), told apart by the content."""
+def load_snapshot(path: str, patient: str | None = None, strict_fhir: bool = False) -> Snapshot:
+    """A patient record from a case file (YAML) or a FHIR R4 Bundle (JSON), told apart by the content;
+    ``strict_fhir`` validates a bundle with the full fhir.resources models."""
     from ..errors import UsageError
     from ..ingest import load_case
 
     if is_fhir_file(path):
-        from ..fhir import load_fhir  # only now: fhir.resources takes a while to import
+        from ..fhir import load_fhir
 
-        return load_fhir(path, patient_id=patient).snapshot
+        return load_fhir(path, patient_id=patient, strict=strict_fhir).snapshot
     if patient is not None:
         raise UsageError("--patient applies to FHIR bundles; a case file holds one patient")
     return load_case(path)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_fhir:
         raise UsageError(f"{args.input} is not a FHIR Bundle (JSON); convert a case file --to fhir")
-    snap = load_fhir(args.input, patient_id=args.patient).snapshot
+    snap = load_fhir(args.input, patient_id=args.patient, strict=True).snapshot
     case, left_out = snapshot_to_case(snap)
     snapshot_from_dict(case, name=args.output or "<converted>")  # the case file written must load
     notes = [*(f"input error: {e}" for e in snap.input_errors), *(f"not used: {w}" for w in snap.warnings),

@@ -14,6 +14,7 @@ from ._shared import (
     add_lang,
     add_patient,
     add_rules,
+    add_strict_fhir,
     color,
     load_kb,
     load_snapshot,
@@ -38,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", metavar="TIME", help="evaluation time: ISO date-time, or 'day N HH:MM' in the case's "
                    "timeline (default: the last event)")
     add_patient(p)
+    add_strict_fhir(p)
     add_lang(p)
     add_rules(p)
     add_format(p)
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..render import render_text
 
     kb = load_kb(args)
-    snap = load_snapshot(args.case, args.patient)
+    snap = load_snapshot(args.case, args.patient, args.strict_fhir)
     result = kb.evaluate(snap, args.at, backend=args.backend, lang=args.lang)
     if args.format == "json":
         print(result.to_json_text())

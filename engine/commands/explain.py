@@ -14,6 +14,7 @@ from ._shared import (
     add_lang,
     add_patient,
     add_rules,
+    add_strict_fhir,
     color,
     load_kb,
     load_snapshot,
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rule_id", help="rule id")
     p.add_argument("--at", metavar="TIME", help="evaluation time (default: the last event)")
     add_patient(p)
+    add_strict_fhir(p)
     add_lang(p)
     add_rules(p)
     add_format(p)
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     kb = load_kb(args)
     check_rule_id(args.rule_id, kb.rule_ids)  # a mistyped rule id is reported before the case is read
-    snap = load_snapshot(args.case, args.patient)
+    snap = load_snapshot(args.case, args.patient, args.strict_fhir)
     exp = explain(kb, snap, args.rule_id, args.at, backend=args.backend, lang=args.lang)
     if args.format == "json":
         print(json.dumps(exp.to_json(), ensure_ascii=False, indent=2))

@@ -6,7 +6,18 @@ import argparse
 import json
 import sys
 
-from ._shared import EXIT_OK, add_backend, add_color, add_format, add_lang, add_patient, add_rules, load_kb, width
+from ._shared import (
+    EXIT_OK,
+    add_backend,
+    add_color,
+    add_format,
+    add_lang,
+    add_patient,
+    add_rules,
+    add_strict_fhir,
+    load_kb,
+    width,
+)
 
 NAME = "replay"
 HELP = "evaluate a case at every event of its timeline; show when findings appear and disappear"
@@ -27,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE", help="draw the timeline to FILE (.png, .svg or .html)")
     p.add_argument("--from-scratch", action="store_true", help="evaluate each time on its own (for comparison)")
     add_patient(p)
+    add_strict_fhir(p)
     add_rules(p)
     add_format(p)
     add_backend(p)
@@ -38,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ..timeline import render_replay, replay
     from ._shared import color, load_snapshot
 
-    snap = load_snapshot(args.case, args.patient)
+    snap = load_snapshot(args.case, args.patient, args.strict_fhir)
     kb = load_kb(args)
     if not snap.event_times():
         from ..errors import UsageError

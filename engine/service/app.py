@@ -374,9 +374,9 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
 
 def fhir_reader_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of :func:`engine.fhir.snapshot_from_resources` that come from the settings: the one
-    place where a setting of the FHIR reader reaches the service process and the evaluation child alike (none
-    so far)."""
-    return {}
+    place where a setting of the FHIR reader reaches the service process and the evaluation child alike:
+    ``strict_fhir`` validates every element with the full fhir.resources models instead of the lean structs."""
+    return {"strict": settings.strict_fhir}
 
 
 def warm_up(view: KnowledgeBaseView, docs_url: Callable[[str], str],

@@ -151,6 +151,8 @@ class Settings(_Section):
     evaluation_timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="An evaluation taking "
                                               "longer is stopped (its call answers 500); isolated evaluation only.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    strict_fhir: bool = Field(default=False, description="Validate every element of each FHIR resource read with "
+                              "the full fhir.resources models, not only the elements mascds reads (slower).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     server_timing: bool = Field(default=False, description="Answer each call with a Server-Timing header: the "
                                 "milliseconds of each stage (names and durations only, no patient data); for "
