@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import orjson
 import pytest
 
 import engine
@@ -183,3 +184,17 @@ def test_the_allocator_setting_stops_the_page_faults_per_evaluation() -> None:
     out = json.loads(proc.stdout)
     assert out["tuned"] is True  # glibc (the test machines); tune_allocator does nothing elsewhere
     assert out["after"] < 20, out
+
+
+@pytest.mark.parametrize(("value", "unsafe"), [
+    ("active-arthritis", False), ("see-saw", False), ("null", False), ("a:null", True),  # the last only costs the exact encoder
+
+    (5e-07, True), (1e16, True), (-2.5e-300, True), (None, True), ([None], True), (1.5, False), (1e15, False)])
+def test_the_fast_path_falls_back_exactly_when_orjson_may_write_what_the_engine_misreads(
+        value: object, unsafe: bool) -> None:
+    text = orjson.dumps([{"id": "0", "sid": "s", "k": "obs", "v": value}])
+    assert db._unsafe(text) is unsafe, text
+    rows = [{"id": "0", "sid": "s", "k": "obs", "v": value}]
+    assert json.loads(db.facts_json(rows)) == json.loads(db.engine_json(rows))
+    if isinstance(value, float):
+        assert db.ENGINE_NUMBER.fullmatch(db.facts_json(rows).split('"v":')[1].rstrip("}]"))
