@@ -345,6 +345,9 @@ class RuleEvaluator:
         verdicts: dict[str, NodeResult] = {}
         return self.node(cr.root, bindings, verdicts), bindings
 
+    def outcome(self, cr: CompiledRule, res: NodeResult, rule: Rule, lang: str) -> Outcome:
+        return derive_outcome(self, cr, res, rule, lang)
+
 
 def _derived_verdict(lf: Leaf, f: Fact) -> tuple[Verdict, tuple[Missing, ...], str]:
     """For a derived fact the Rete did not match: false, or unknown when it still could hold."""
@@ -675,7 +678,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         all_bindings[cr.id] = bindings
         if cr.derives is not None:
             try:
-                outcome = derive_outcome(ev, cr, res, kb.models[cr.id], lang)
+                outcome = ev.outcome(cr, res, kb.models[cr.id], lang)
             except Exception as exc:  # as above: reported, and the assessment is undecided
                 errors.append(RuleError(cr.id, f"could not be evaluated: {type(exc).__name__}: {exc}"))
                 outcome = Outcome("indeterminate", (Missing("rule evaluation", "internal error", cr.id),))
@@ -889,3 +892,51 @@ class CompiledEvaluator(RuleEvaluator):
             for alias in node.defines:
                 verdicts[alias] = result
         return result
+
+    # --- whole rules whose every window is empty ------------------------------------------------------
+    # When no query a rule's conditions read has an answer, no leaf binds anything and every leaf is decided
+    # by its empty window, so the rule's decision (and a derive rule's outcome) depends only on which sections
+    # the record leaves unknown (and the language of the texts): it is decided once and kept.
+
+    def _scopes(self, key: str, nodes: Iterable[Node]) -> tuple[str, ...]:
+        found: tuple[str, ...] | None = self.plan.get(key)
+        if found is None:
+            found = tuple(dict.fromkeys(lf.scope for n in nodes for lf in leaves(n)))
+            self.plan[key] = found
+        return found
+
+    def _all_empty(self, qids: tuple[str, ...]) -> bool:
+        tuples = self.session.tuples
+        return not any(tuples(q) for q in qids)
+
+    def rule(self, cr: CompiledRule) -> tuple[NodeResult, dict[str, Binding]]:
+        if not self._all_empty(self._scopes("when " + cr.id, (cr.root,))):
+            return super().rule(cr)
+        key = ("rule", cr.id, self.unknown_sections)
+        found: NodeResult | None = self.plan.get(key)
+        if found is None:
+            found, bindings = super().rule(cr)
+            assert not bindings  # empty windows bind nothing
+            self.plan[key] = found
+        return found, {}
+
+    def outcome(self, cr: CompiledRule, res: NodeResult, rule: Rule, lang: str) -> Outcome:
+        nodes: list[Node] = [cr.root]
+        if cr.applies_to is not None:
+            nodes.append(cr.applies_to.node)
+        nodes.extend(c.node for c in cr.caveats)
+        if cr.score is not None:
+            for term in cr.score.terms:
+                nodes.extend(term.nodes)
+                if term.leaf is not None:
+                    nodes.append(term.leaf)
+        if not self._all_empty(self._scopes("outcome " + cr.id, nodes)):
+            return super().outcome(cr, res, rule, lang)
+        key = ("outcome", cr.id, self.unknown_sections, lang)
+        found: tuple[NodeResult, Outcome] | None = self.plan.get(key)
+        if found is None:
+            found = (res, super().outcome(cr, res, rule, lang))
+            self.plan[key] = found
+        if found[0] is not res:  # not the kept decision (its evaluation failed): decide afresh
+            return super().outcome(cr, res, rule, lang)
+        return found[1]
