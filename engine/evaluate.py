@@ -818,6 +818,12 @@ class CompiledEvaluator(RuleEvaluator):
 
     def _ids_at(self, qid: str, positions: tuple[tuple[int, str], ...],
                 bindings: dict[str, Binding]) -> frozenset[str]:
+        if not positions:  # no anchors: every answer's last fact
+            found = self.answers.get((qid, ()))
+            if found is None:
+                found = frozenset([t[-1] for t in self.session.tuples(qid)])
+                self.answers[(qid, ())] = found
+            return found
         key = (qid, tuple([bindings[alias].fact.id for _, alias in positions]))
         found = self.answers.get(key)
         if found is None:
