@@ -21,7 +21,7 @@ from engine.casetest import case_files
 from engine.timeline import replay
 
 from . import generate
-from .conftest import CASES
+from .conftest import CASES, fixture_kbs
 
 GENERATED = 10_000
 SEED = 20261203
@@ -51,6 +51,18 @@ def test_shipped_cases_at_every_event(kb: engine.KnowledgeBase, path: Path) -> N
         for backend in ("durable", "reference"):
             _same(kb, snap, t, backend, f"{path.name} @ {t}", text=True, traces=True)  # type: ignore[arg-type]
         _same(kb, snap, t, "durable", f"{path.name} @ {t}", lang="zh-CN", text=True)
+
+
+@pytest.mark.parametrize("kb_dir", fixture_kbs(), ids=lambda p: p.name)
+def test_fixture_knowledge_bases(kb_dir: Path) -> None:
+    """The small knowledge bases of the tests (languages, conflicts, ...) with their cases, at every event."""
+    fixture_kb = engine.load_knowledge_base(kb_dir / "rules")
+    for path in case_files([kb_dir / "cases"]):
+        snap = engine.load_case(path)
+        for t in _times(snap):
+            for backend in ("durable", "reference"):
+                _same(fixture_kb, snap, t, backend, f"{kb_dir.name}/{path.name} @ {t}",  # type: ignore[arg-type]
+                      text=True, traces=True)
 
 
 @pytest.mark.parametrize("path", case_files([CASES]), ids=lambda p: p.name)
