@@ -1,17 +1,24 @@
-"""Benchmark: per-snapshot latency and throughput of both backends, knowledge-base load, CLI cold start.
+"""Benchmark: per-snapshot latency and throughput of both backends and both evaluation paths, the split of the
+call into stages, knowledge-base load, CLI cold start.
 
-    python benchmarks/bench.py [--snapshots 5000] [--rules rules] [--json out.json]
+    python benchmarks/bench.py [--snapshots 5000] [--rounds 3] [--rules rules] [--json out.json]
 
 Snapshots are generated (seeded) and kept only when they hold 30-60 facts, like a real inpatient record in the
-window the rules look at. Both backends evaluate the same snapshots in the same run, pinned to one core, in
-alternating rounds so that drift of the machine affects both alike. "evaluate" is the whole public call (facts,
-matching, three-valued decisions, result with citations and matched values); "match" is the matching stage
-alone, where the backends differ.
+window the rules look at. Both backends, each through the compiled evaluation path and through the reference
+interpreter (``_path="interpreted"``, what the compiled path replaced), evaluate the same snapshots in the same
+run, pinned to one core, in interleaved rounds (the order alternates each round) so that drift of the machine
+affects all alike. "evaluate" is the whole public call (facts, matching, three-valued decisions, result with
+citations and matched values); its stages are facts (building them from the snapshot), match (adding facts to
+the backend's session, derived facts included; the reference backend matches lazily, inside decisions),
+decisions (every rule and assessment), result (reasons, actions, conflicts, treatment history, scope) and json
+(``Result.to_json_text``, not part of the call; the interpreted rows use the standard library's json, as
+before). "match" is the matching stage alone, where the backends differ.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -21,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,18 +58,36 @@ def snapshots(n: int, seed: int) -> list[tuple[engine.Snapshot, int]]:
     return out
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     s = sorted(samples)
     return {"median_ms": statistics.median(s) * 1e3, "p99_ms": s[int(len(s) * 0.99) - 1] * 1e3,
             "max_ms": s[-1] * 1e3, "per_second": len(s) / sum(s)}
 
 
-def time_evaluate(kb: engine.KnowledgeBase, data: list[tuple[engine.Snapshot, int]], backend: str) -> list[float]:
+PATHS = ("compiled", "interpreted")
+BACKENDS = ("durable", "reference")
+STAGES = ("facts", "match", "decisions", "result", "json")
+
+
+def time_evaluate(kb: engine.KnowledgeBase, data: list[tuple[engine.Snapshot, int]], backend: str,
+                  path: str = "compiled", stages: dict[str, float] | None = None) -> list[float]:
+    """Seconds per whole call; ``stages`` gets the seconds of each stage added, and of the JSON text after it."""
     out = []
     for snap, at in data:
         t0 = time.perf_counter()
-        kb.evaluate(snap, at, backend=backend)  # type: ignore[arg-type]
+        result = kb.evaluate(snap, at, backend=backend, _path=path, _stages=stages)  # type: ignore[arg-type]
         out.append(time.perf_counter() - t0)
+        if stages is not None:
+            t0 = time.perf_counter()
+            result.to_json_text() if path == "compiled" else result._to_json_text_json()
+            stages["json"] = stages.get("json", 0.0) + time.perf_counter() - t0
     return out
 
 
@@ -114,46 +140,76 @@ def main() -> None:
         loads.append(time.perf_counter() - t0)
         kb.close()
     kb = engine.load_knowledge_base(args.rules)
-    for backend in ("durable", "reference"):  # warm up
-        time_evaluate(kb, data[:200], backend)
+    for backend in BACKENDS:  # warm up
+        for path in PATHS:
+            time_evaluate(kb, data[:200], backend, path)
 
-    evaluate: dict[str, list[float]] = {"durable": [], "reference": []}
-    match: dict[str, list[float]] = {"durable": [], "reference": []}
-    for _ in range(args.rounds):
-        for backend in ("durable", "reference"):
-            evaluate[backend] += time_evaluate(kb, data, backend)
+    runs = [(b, p) for b in BACKENDS for p in PATHS]
+    evaluate: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
+    stages: dict[tuple[str, str], dict[str, float]] = {r: {} for r in runs}
+    match: dict[str, list[float]] = {b: [] for b in BACKENDS}
+    gc_before = gc.get_stats()
+    for n in range(args.rounds):
+        for backend, path in (runs if n % 2 == 0 else runs[::-1]):
+            evaluate[(backend, path)] += time_evaluate(kb, data, backend, path, stages[(backend, path)])
+        for backend in (BACKENDS if n % 2 == 0 else BACKENDS[::-1]):
             match[backend] += time_match(kb, data, backend)
+    full_collections = gc.get_stats()[2]["collections"] - gc_before[2]["collections"]
     cli = cold_start("cases/wu-2025-ruxolitinib.yaml", os.path.relpath(args.rules, ROOT), 10)
 
-    figures = {
+    calls = len(data) * args.rounds
+    ev = {f"{b}/{p}": summary(v) for (b, p), v in evaluate.items()}
+    figures: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-                    "cores_available": os.cpu_count(), "affinity": pinned},
+                    "cores_available": os.cpu_count(), "affinity": pinned, "loadavg": _loadavg()},
         "knowledge_base": {"rules": len(kb.rule_ids), "queries": len(kb.compiled.queries),
                            "load_compile_ms_median": statistics.median(loads) * 1e3},
         "snapshots": {"count": len(data), "rounds": args.rounds, "facts_median": statistics.median(facts),
                       "facts_min": min(facts), "facts_max": max(facts)},
-        "evaluate": {b: summary(v) for b, v in evaluate.items()},
+        "evaluate": ev,
+        "stages_ms_mean": {f"{b}/{p}": {k: stages[(b, p)].get(k, 0.0) / calls * 1e3 for k in STAGES}
+                           for b, p in runs},
         "match": {b: summary(v) for b, v in match.items()},
+        "full_gc_collections": full_collections,
         "cli_cold_start_s": {"median": statistics.median(cli), "max": max(cli)},
     }
+    figures["ratio_interpreted_over_compiled"] = {
+        b: {"median": ev[f"{b}/interpreted"]["median_ms"] / ev[f"{b}/compiled"]["median_ms"],
+            "p99": ev[f"{b}/interpreted"]["p99_ms"] / ev[f"{b}/compiled"]["p99_ms"]} for b in BACKENDS}
     figures["ratio_reference_over_durable"] = {
-        "evaluate_median": figures["evaluate"]["reference"]["median_ms"] / figures["evaluate"]["durable"]["median_ms"],
+        **{f"evaluate_{p}_median": ev[f"reference/{p}"]["median_ms"] / ev[f"durable/{p}"]["median_ms"]
+           for p in PATHS},
         "match_median": figures["match"]["reference"]["median_ms"] / figures["match"]["durable"]["median_ms"],
     }
-    print(f"mascds benchmark - Python {figures['machine']['python']}, {pinned}")
+    print(f"mascds benchmark - Python {figures['machine']['python']}, {pinned}, load average {_loadavg()}")
     print(f"knowledge base: {len(kb.rule_ids)} rules, {len(kb.compiled.queries)} queries, load+compile "
           f"{figures['knowledge_base']['load_compile_ms_median']:.1f} ms (median of 20)")
     print(f"snapshots: {len(data)} x {args.rounds} rounds, {min(facts)}-{max(facts)} facts "
           f"(median {statistics.median(facts):g})\n")
-    print("| stage | backend | median | p99 | max | snapshots/s |")
-    print("|---|---|---|---|---|---|")
-    for stage in ("evaluate", "match"):
-        for backend in ("durable", "reference"):
-            f = figures[stage][backend]
-            print(f"| {stage} | {backend} | {f['median_ms']:.3f} ms | {f['p99_ms']:.3f} ms | {f['max_ms']:.2f} ms | "
-                  f"{f['per_second']:,.0f} |")
+    print("| stage | backend | path | median | p99 | p99/median | max | snapshots/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for backend, path in runs:
+        f = ev[f"{backend}/{path}"]
+        print(f"| evaluate | {backend} | {path} | {f['median_ms']:.3f} ms | {f['p99_ms']:.3f} ms | "
+              f"{f['p99_ms'] / f['median_ms']:.2f} | {f['max_ms']:.2f} ms | {f['per_second']:,.0f} |")
+    for backend in BACKENDS:
+        f = figures["match"][backend]
+        print(f"| match | {backend} | - | {f['median_ms']:.3f} ms | {f['p99_ms']:.3f} ms | "
+              f"{f['p99_ms'] / f['median_ms']:.2f} | {f['max_ms']:.2f} ms | {f['per_second']:,.0f} |")
+    print("\nstages of the call, mean ms per call (json: Result.to_json_text, after the call)\n")
+    print("| backend | path | " + " | ".join(STAGES) + " |")
+    print("|---|---|" + "---|" * len(STAGES))
+    for backend, path in runs:
+        row = figures["stages_ms_mean"][f"{backend}/{path}"]
+        print(f"| {backend} | {path} | " + " | ".join(f"{row[k]:.3f}" for k in STAGES) + " |")
+    print()
+    for backend in BACKENDS:
+        r = figures["ratio_interpreted_over_compiled"][backend]
+        print(f"interpreted / compiled, {backend}: median {r['median']:.2f}x, p99 {r['p99']:.2f}x")
     r = figures["ratio_reference_over_durable"]
-    print(f"\nreference / durable (median): evaluate {r['evaluate_median']:.2f}x, match {r['match_median']:.2f}x")
+    print(f"reference / durable (median): evaluate compiled {r['evaluate_compiled_median']:.2f}x, interpreted "
+          f"{r['evaluate_interpreted_median']:.2f}x, match {r['match_median']:.2f}x")
+    print(f"full garbage collections during the timed rounds: {full_collections}")
     print(f"CLI cold start, `mascds evaluate cases/wu-2025-ruxolitinib.yaml`: median "
           f"{figures['cli_cold_start_s']['median']:.2f} s, max {figures['cli_cold_start_s']['max']:.2f} s (10 runs)")
     if args.json:

@@ -7,6 +7,7 @@ rules. Rules are ordered in strata so a rule runs after every rule whose derived
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -120,6 +121,8 @@ class CompiledKB:
     models: dict[str, Rule]
     files: dict[str, RuleFile]
     include_drafts: bool
+    # what the compiled evaluation path precomputes per condition, filled on first use (engine.evaluate)
+    plan: dict[Any, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def strata(self) -> int:

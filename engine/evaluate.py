@@ -10,6 +10,7 @@ it). Derived facts of one stratum are added to the session before the next strat
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -344,6 +345,9 @@ class RuleEvaluator:
         verdicts: dict[str, NodeResult] = {}
         return self.node(cr.root, bindings, verdicts), bindings
 
+    def outcome(self, cr: CompiledRule, res: NodeResult, rule: Rule, lang: str) -> Outcome:
+        return derive_outcome(self, cr, res, rule, lang)
+
 
 def _derived_verdict(lf: Leaf, f: Fact) -> tuple[Verdict, tuple[Missing, ...], str]:
     """For a derived fact the Rete did not match: false, or unknown when it still could hold."""
@@ -613,16 +617,41 @@ def suppress_failed_lines(recs: list[Recommendation], history: tuple[Line, ...])
     return out
 
 
+def _add_timed(session: MatchSession, facts: list[Fact], stages: dict[str, float] | None) -> None:
+    """Add derived facts; their matching is counted in the match stage, not in the decisions."""
+    if stages is None:
+        session.add(facts)
+        return
+    t0 = time.perf_counter()
+    session.add(facts)
+    spent = time.perf_counter() - t0
+    stages["match"] = stages.get("match", 0.0) + spent
+    stages["decisions"] = stages.get("decisions", 0.0) - spent
+
+
 def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot, as_of: int,
                       backend_name: str, lang: str = "en", facts: Sequence[Fact] | None = None,
-                      new_id: Callable[[], str] | None = None) -> Result:
+                      new_id: Callable[[], str] | None = None, interpreted: bool = False,
+                      stages: dict[str, float] | None = None) -> Result:
     """Evaluate ``snapshot`` as of ``as_of``. By default its facts are built and added to ``session`` here; a
-    replay passes ``facts`` already in the session (with their session ids) and ``new_id`` for derived facts."""
+    replay passes ``facts`` already in the session (with their session ids) and ``new_id`` for derived facts.
+    ``interpreted`` decides the rules with the reference interpreter instead of the compiled path (the two give
+    the same result; tests and the benchmark compare them). ``stages``, when given, gets the seconds spent in
+    each stage added to it (facts, match, decisions, result), for the benchmark."""
+    t0 = time.perf_counter() if stages is not None else 0.0
     if facts is None:
         facts = [*build_facts(snapshot, as_of), clock_fact(as_of)]
+        if stages is not None:
+            t1 = time.perf_counter()
+            stages["facts"] = stages.get("facts", 0.0) + t1 - t0
+            t0 = t1
         session.add(facts)
+        if stages is not None:
+            t1 = time.perf_counter()
+            stages["match"] = stages.get("match", 0.0) + t1 - t0
+            t0 = t1
     by_id = {f.id: f for f in facts}
-    ev = RuleEvaluator(kb, session, by_id, as_of, snapshot)
+    ev = (RuleEvaluator if interpreted else CompiledEvaluator)(kb, session, by_id, as_of, snapshot)
     traces: dict[str, NodeResult] = {}
     all_bindings: dict[str, dict[str, Binding]] = {}
     errors: list[RuleError] = []
@@ -634,7 +663,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
     for cr in kb.rules:
         if cr.stratum != stratum:
             if pending:
-                session.add(pending)
+                _add_timed(session, pending, stages)
                 pending = []
             stratum = cr.stratum
         try:
@@ -649,7 +678,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         all_bindings[cr.id] = bindings
         if cr.derives is not None:
             try:
-                outcome = derive_outcome(ev, cr, res, kb.models[cr.id], lang)
+                outcome = ev.outcome(cr, res, kb.models[cr.id], lang)
             except Exception as exc:  # as above: reported, and the assessment is undecided
                 errors.append(RuleError(cr.id, f"could not be evaluated: {type(exc).__name__}: {exc}"))
                 outcome = Outcome("indeterminate", (Missing("rule evaluation", "internal error", cr.id),))
@@ -671,7 +700,11 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
             derived[cr.derives] = (res, cr.id)
             pending.append(fact)
     if pending:
-        session.add(pending)
+        _add_timed(session, pending, stages)
+    if stages is not None:
+        t1 = time.perf_counter()
+        stages["decisions"] = stages.get("decisions", 0.0) + t1 - t0
+        t0 = t1
     recs: list[Recommendation] = []
     assessments: list[Assessment] = []
     undecided: list[Undecided] = []
@@ -725,7 +758,7 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
     scope = decide_scope(kb.manifest.scope, snapshot, as_of, [r.rule_id for r in recs])
     info = KnowledgeBaseInfo(kb.manifest.name, kb.manifest.version, kb.manifest.title, kb.content_hash,
                              len(kb.rules), kb.include_drafts)
-    return Result(
+    result = Result(
         as_of=iso(as_of), as_of_epoch=as_of, case_id=snapshot.id, case_title=snapshot.title,
         case_source=snapshot.source, timeline_start=snapshot.start, knowledge_base=info, backend=backend_name,
         lang=lang, recommendations=tuple(recs), assessments=tuple(assessments), indeterminate=tuple(undecided),
@@ -735,6 +768,181 @@ def evaluate_snapshot(kb: CompiledKB, session: MatchSession, snapshot: Snapshot,
         scores={rid: o.score for rid, o in outcomes.items() if o.score is not None}, scope=scope,
         populations={rid: o.population for rid, o in outcomes.items() if o.population is not None},
     )
+    if stages is not None:
+        stages["result"] = stages.get("result", 0.0) + time.perf_counter() - t0
+    return result
 
 
 __all__ = ["evaluate_snapshot", "leaves"]
+
+
+# --- the compiled path ------------------------------------------------------------------------------------
+# The interpreter above is the reference (the oracle of tests/test_evaluate_compiled.py). The compiled path
+# gives the same NodeResults with less work per call: what each leaf needs from its queries is worked out once
+# per knowledge base (CompiledKB.plan), and a leaf whose window holds no fact is decided once per knowledge base
+# and section state, since its answer then depends on nothing else.
+
+@dataclass(frozen=True)
+class _LeafPlan:
+    anchors: tuple[tuple[str, str], ...]  # (join alias, rule alias), as Leaf.anchors
+    scope_at: tuple[tuple[int, str], ...]  # (position in the scope query's tuples, rule alias)
+    match_at: tuple[tuple[int, str], ...] | None  # the same for the match query (None: no match query)
+
+
+_NOT: dict[str, Verdict] = {"true": "false", "false": "true", "unknown": "unknown"}
+
+
+class CompiledEvaluator(RuleEvaluator):
+    """The same decisions as :class:`RuleEvaluator`, with per-leaf work precomputed and empty windows decided
+    once per knowledge base."""
+
+    def __init__(self, kb: CompiledKB, session: MatchSession, facts: dict[str, Fact], now: int,
+                 snapshot: Snapshot) -> None:
+        super().__init__(kb, session, facts, now, snapshot)
+        self.plan = kb.plan
+        self.unknown_sections = snapshot.unknown_sections
+
+    def _plan(self, lf: Leaf) -> _LeafPlan:
+        key = id(lf)
+        found: _LeafPlan | None = self.plan.get(key)
+        if found is None:
+            to_rule = dict(lf.anchors)
+
+            def at(qid: str) -> tuple[tuple[int, str], ...]:
+                aliases = self.kb.queries[qid].aliases[:-1]
+                return tuple((i, to_rule[a]) for i, a in enumerate(aliases) if a in to_rule)
+
+            found = _LeafPlan(lf.anchors, at(lf.scope), at(lf.match) if lf.match is not None else None)
+            self.plan[key] = found
+        return found
+
+    def _ids_at(self, qid: str, positions: tuple[tuple[int, str], ...],
+                bindings: dict[str, Binding]) -> frozenset[str]:
+        if not positions:  # no anchors: every answer's last fact
+            found = self.answers.get((qid, ()))
+            if found is None:
+                found = frozenset([t[-1] for t in self.session.tuples(qid)])
+                self.answers[(qid, ())] = found
+            return found
+        key = (qid, tuple([bindings[alias].fact.id for _, alias in positions]))
+        found = self.answers.get(key)
+        if found is None:
+            slots = tuple(i for i, _ in positions)
+            groups: dict[tuple[str, ...], set[str]] = {}
+            for t in self.session.tuples(qid):
+                groups.setdefault(tuple([t[i] for i in slots]), set()).add(t[-1])
+            for anchors, ids in groups.items():
+                self.answers[(qid, anchors)] = frozenset(ids)
+            found = self.answers.setdefault(key, frozenset())
+        return found
+
+    def _ids(self, qid: str, leaf: Leaf, bindings: dict[str, Binding]) -> frozenset[str]:
+        p = self._plan(leaf)
+        if qid == leaf.scope:
+            return self._ids_at(qid, p.scope_at, bindings)
+        if qid == leaf.match and p.match_at is not None:
+            return self._ids_at(qid, p.match_at, bindings)
+        return super()._ids(qid, leaf, bindings)
+
+    def _leaf(self, lf: Leaf, bindings: dict[str, Binding], verdicts: dict[str, NodeResult]) -> \
+            tuple[NodeResult, Binding | None]:
+        p = self._plan(lf)
+        for _, alias in p.anchors:
+            if alias not in bindings:
+                return super()._leaf(lf, bindings, verdicts)
+        for b in lf.window_starts:
+            if float(bindings[b.alias].fact.data[b.field]) + b.offset > self.now:
+                return super()._leaf(lf, bindings, verdicts)
+        if self._ids_at(lf.scope, p.scope_at, bindings):
+            return super()._leaf(lf, bindings, verdicts)
+        # nothing in the window: the answer depends only on the leaf and whether its section is unknown
+        key = (id(lf), lf.section in self.unknown_sections)
+        found: tuple[NodeResult, Binding | None] | None = self.plan.get(key)
+        if found is None:
+            found = super()._leaf(lf, bindings, verdicts)
+            assert found[1] is None  # an empty window binds nothing
+            self.plan[key] = found
+        return found
+
+    def node(self, node: Node, bindings: dict[str, Binding], verdicts: dict[str, NodeResult]) -> NodeResult:
+        kind = type(node)
+        if kind is Leaf:
+            return super().node(node, bindings, verdicts)
+        if kind is Not:
+            assert isinstance(node, Not)
+            child = self.node(node.child, bindings, verdicts)
+            return NodeResult(node, _NOT[child.verdict], missing=child.missing, children=(child,))
+        assert isinstance(node, (All, Any_, AtLeast))
+        kids = tuple([self.node(c, bindings, verdicts) for c in node.children])
+        t = u = 0
+        for k in kids:
+            v = k.verdict
+            if v == "true":
+                t += 1
+            elif v == "unknown":
+                u += 1
+        f = len(kids) - t - u
+        verdict: Verdict
+        if kind is All:
+            verdict = "false" if f else ("unknown" if u else "true")
+        elif kind is Any_:
+            verdict = "true" if t else ("unknown" if u else "false")
+        else:
+            assert isinstance(node, AtLeast)
+            verdict = "true" if t >= node.n else ("false" if t + u < node.n else "unknown")
+        missing = _dedupe(m for k in kids if k.verdict == "unknown" for m in k.missing) if verdict == "unknown" \
+            else ()
+        result = NodeResult(node, verdict, missing=missing, children=kids, note=f"{t} of {len(kids)} hold")
+        if kind is Any_:
+            assert isinstance(node, Any_)
+            for alias in node.defines:
+                verdicts[alias] = result
+        return result
+
+    # --- whole rules whose every window is empty ------------------------------------------------------
+    # When no query a rule's conditions read has an answer, no leaf binds anything and every leaf is decided
+    # by its empty window, so the rule's decision (and a derive rule's outcome) depends only on which sections
+    # the record leaves unknown (and the language of the texts): it is decided once and kept.
+
+    def _scopes(self, key: str, nodes: Iterable[Node]) -> tuple[str, ...]:
+        found: tuple[str, ...] | None = self.plan.get(key)
+        if found is None:
+            found = tuple(dict.fromkeys(lf.scope for n in nodes for lf in leaves(n)))
+            self.plan[key] = found
+        return found
+
+    def _all_empty(self, qids: tuple[str, ...]) -> bool:
+        tuples = self.session.tuples
+        return not any(tuples(q) for q in qids)
+
+    def rule(self, cr: CompiledRule) -> tuple[NodeResult, dict[str, Binding]]:
+        if not self._all_empty(self._scopes("when " + cr.id, (cr.root,))):
+            return super().rule(cr)
+        key = ("rule", cr.id, self.unknown_sections)
+        found: NodeResult | None = self.plan.get(key)
+        if found is None:
+            found, bindings = super().rule(cr)
+            assert not bindings  # empty windows bind nothing
+            self.plan[key] = found
+        return found, {}
+
+    def outcome(self, cr: CompiledRule, res: NodeResult, rule: Rule, lang: str) -> Outcome:
+        nodes: list[Node] = [cr.root]
+        if cr.applies_to is not None:
+            nodes.append(cr.applies_to.node)
+        nodes.extend(c.node for c in cr.caveats)
+        if cr.score is not None:
+            for term in cr.score.terms:
+                nodes.extend(term.nodes)
+                if term.leaf is not None:
+                    nodes.append(term.leaf)
+        if not self._all_empty(self._scopes("outcome " + cr.id, nodes)):
+            return super().outcome(cr, res, rule, lang)
+        key = ("outcome", cr.id, self.unknown_sections, lang)
+        found: tuple[NodeResult, Outcome] | None = self.plan.get(key)
+        if found is None:
+            found = (res, super().outcome(cr, res, rule, lang))
+            self.plan[key] = found
+        if found[0] is not res:  # not the kept decision (its evaluation failed): decide afresh
+            return super().outcome(cr, res, rule, lang)
+        return found[1]

@@ -18,6 +18,7 @@ from .snapshot import Snapshot
 from .times import TimeFormatError, check_epoch, parse_time
 
 BackendName = Literal["durable", "reference"]
+EvaluationPath = Literal["compiled", "interpreted"]
 BACKENDS: tuple[BackendName, ...] = ("durable", "reference")
 
 
@@ -70,15 +71,19 @@ class KnowledgeBase:
         return found
 
     def evaluate(self, snapshot: Snapshot, at: int | str | datetime | None = None,
-                 backend: BackendName = "durable", lang: str = "en") -> Result:
-        """Evaluate ``snapshot`` as of ``at`` (default: its last event)."""
+                 backend: BackendName = "durable", lang: str = "en", *, _path: EvaluationPath = "compiled",
+                 _stages: dict[str, float] | None = None) -> Result:
+        """Evaluate ``snapshot`` as of ``at`` (default: its last event). ``_path`` is private: "interpreted"
+        decides with the reference interpreter, for tests and the benchmark; ``_stages`` collects the time
+        of each stage (see ``evaluate_snapshot``)."""
         as_of = resolve_time(snapshot, at)
         if lang not in ("en", "zh-CN"):
             raise UsageError(f"unknown language '{lang}'; choose en or zh-CN")
         be = self.backend(backend)
         session = be.open()
         try:
-            return evaluate_snapshot(self.compiled, session, snapshot, as_of, be.name, lang)
+            return evaluate_snapshot(self.compiled, session, snapshot, as_of, be.name, lang,
+                                     interpreted=_path == "interpreted", stages=_stages)
         finally:
             session.close()
 
