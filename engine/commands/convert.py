@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ._shared import EXIT_OK, add_patient, is_fhir_file
+from ..bulk import is_fhir_file
+from ._shared import EXIT_OK, add_patient
 
 NAME = "convert"
 HELP = "convert a case file to a FHIR R4 Bundle, or a FHIR R4 Bundle to a case file"
