@@ -338,21 +338,23 @@ def run_batch(kb: KnowledgeBase, inputs: Sequence[str | Path], out: str | Path, 
             chunks = plan_chunks(files)
             size = sum(os.path.getsize(f) for f in files)
             nparts = partitions or max(4 * nworkers, -(-size // BULK_BYTES_PER_TASK))
-            export_stats = SplitStats()
-            for s in own_client.gather(own_client.map(split_chunk, chunks, partitions=nparts, spill=str(where),
-                                                      pure=False)):
-                export_stats.add(s)
-            bulk_stats.add(export_stats)
+            splits = own_client.map(split_chunk, chunks, partitions=nparts, spill=str(where), pure=False)
             # The partition of a patient is known here (crc32), so no pass over the spill is needed to skip the
-            # patients written before; the Patient resources counted by the split give the progress total.
+            # patients written before. The partition tasks wait for the split tasks on the scheduler: no round
+            # trip through the client between the two passes.
             skips: list[list[str]] = [[] for _ in range(nparts)]
             for k in done:
                 if k.startswith("Patient/"):
                     skips[partition_of(k, nparts)].append(k)
-            total += max(0, export_stats.patients - sum(len(x) for x in skips))
             for p in range(nparts):
                 futures.append(own_client.submit(partition_task, kb.content_hash, label, str(where), p, skips[p],
-                                                 options, parts_dir, pure=False))
+                                                 options, parts_dir, splits, pure=False))
+            export_stats = SplitStats()
+            for s in own_client.gather(splits):
+                export_stats.add(s)
+            bulk_stats.add(export_stats)
+            # the Patient resources counted by the split give the progress total
+            total += max(0, export_stats.patients - sum(len(x) for x in skips))
         outcome.bulk = bulk_stats.to_json() if found.exports else {}
         stage("split")
         bar = Progress(total, 0, enabled=progress)
