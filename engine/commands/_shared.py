@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..bulk import is_fhir_file
+from ..bulk import is_fhir_file as is_fhir_file  # noqa: PLC0414 - re-exported for the commands
 
 if TYPE_CHECKING:
     from ..kb import KnowledgeBase

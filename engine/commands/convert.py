@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..bulk import is_fhir_file
-from ._shared import EXIT_OK, add_patient
+from ._shared import EXIT_OK, add_patient, is_fhir_file
 
 NAME = "convert"
 HELP = "convert a case file to a FHIR R4 Bundle, or a FHIR R4 Bundle to a case file"
