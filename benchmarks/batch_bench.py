@@ -10,7 +10,11 @@ patients). Measured, in this order:
   the spill, evaluating, building rows) run in this process - the per-patient cost a worker should match;
 - plain processes (``multiprocessing``, 1 and 2) running the same partition tasks over the same spill;
 - ``mascds batch`` on a Dask LocalCluster of 1 and 2 workers: the whole run (split, evaluation, journal,
-  Parquet, summary), the cluster started beforehand; with the resident memory of each worker afterwards.
+  Parquet, summary, chart), the cluster started beforehand; with the seconds of each stage as the client saw
+  them, the straggler time, and the resident memory of each worker afterwards.
+
+The per-patient cost is compared with reading and evaluating the same patients in this process
+(``snapshot_from_resources`` + ``kb.evaluate``, the resources already parsed from the spill).
 """
 
 from __future__ import annotations
@@ -143,7 +147,18 @@ def main() -> None:
                 memory = sorted(client.run(rss_mib).values())
             assert outcome.patients == n, outcome.patients
             figures["dask"][workers] = {"patients_per_s": n / wall, "seconds": wall, "cluster_start_s": start,
-                                        "worker_rss_mib": memory}
+                                        "worker_rss_mib": memory, "stages_s": outcome.stages,
+                                        "straggler_s": outcome.straggler}
+        # the baseline again, after the runs: on a shared machine the load changes during the benchmark, and the
+        # ratios use the mean of the two
+        t0 = time.perf_counter()
+        for r in records:
+            kb.evaluate(snapshot_from_resources(r, "bench").snapshot)
+        again = 1000 * (time.perf_counter() - t0) / n
+        ip = figures["in_process_ms_per_patient"]
+        ip["read_and_evaluate_after"] = again
+        ip["read_and_evaluate_before"] = ip["read_and_evaluate"]
+        ip["read_and_evaluate"] = (ip["read_and_evaluate_before"] + again) / 2
     figures["load_after"] = os.getloadavg()[0]
     show(figures)
     if args.json:
@@ -156,7 +171,8 @@ def show(f: dict[str, Any]) -> None:
           f"Python {f['python']} {f['machine']}; {f['cores']} cores, load average {f['load_before']:.1f} before, "
           f"{f['load_after']:.1f} after (other processes share the cores: scaling needs an idle machine)")
     print(f"in process: evaluate {ip['evaluate']:.2f} ms/patient; read + evaluate {ip['read_and_evaluate']:.2f} "
-          f"ms; the worker's task in process {ip['worker_task']:.2f} ms")
+          f"ms (the baseline: {ip['read_and_evaluate_before']:.2f} before the runs, "
+          f"{ip['read_and_evaluate_after']:.2f} after); the worker's task in process {ip['worker_task']:.2f} ms")
     for kind in ("processes", "dask"):
         one, two = f[kind][1], f[kind][2]
         per = 1000 / one["patients_per_s"]
@@ -165,6 +181,12 @@ def show(f: dict[str, Any]) -> None:
             extra = (f"; cluster start {one['cluster_start_s']:.1f} / {two['cluster_start_s']:.1f} s; worker RSS "
                      f"{statistics.mean(one['worker_rss_mib']):.0f} / "
                      f"{', '.join(f'{m:.0f}' for m in two['worker_rss_mib'])} MiB")
+        if kind == "dask":
+            for w in (1, 2):
+                st = f[kind][w]
+                print(f"dask, {w} worker{'s' if w > 1 else ''}, client-side stages (s): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in st["stages_s"].items())
+                      + f"; straggler {st['straggler_s']:.2f} s (last worker's end - first worker's end)")
         print(f"{kind}: 1 worker {one['patients_per_s']:.1f} patients/s ({per:.2f} ms/patient, "
               f"{per / ip['read_and_evaluate']:.2f}x read + evaluate in process), 2 workers "
               f"{two['patients_per_s']:.1f} patients/s, scaling {two['patients_per_s'] / one['patients_per_s']:.2f}x"

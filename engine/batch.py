@@ -9,7 +9,12 @@ under its content hash. This module imports neither Dask nor pyarrow.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import pickle
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .bulk import is_fhir_file, split_bundle
 from .errors import LoadError, MascdsError, UsageError
 from .kb import BackendName, KnowledgeBase
 from .result import Result
@@ -271,8 +277,6 @@ def collect_inputs(paths: Sequence[str | Path], exclude: Path | None = None) -> 
             elif p.suffix in CASE_SUFFIXES:
                 add_file(p, "case")
             else:
-                from .commands._shared import is_fhir_file
-
                 add_file(p, "bundle" if is_fhir_file(str(p)) else "case")
         else:
             raise UsageError(f"{p}: no such file or folder")
@@ -291,14 +295,119 @@ def _load_file(task: FileTask) -> Snapshot:
     return load_case(task.path)
 
 
-def run_files(content_hash: str, tasks: Sequence[FileTask], options: Options) -> list[dict[str, Any]]:
-    """A worker's task: read and evaluate its own files, return their rows."""
+def _bundle_parts(task: FileTask) -> tuple[list[tuple[str, dict[str, Any]]], list[str]] | None:
+    """The patients of a bundle that holds several (:func:`engine.bulk.split_bundle`), or None to read it whole
+    (one patient, or a file the FHIR reader reports on)."""
+    try:
+        with open(task.path, "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return split_bundle(data) if isinstance(data, dict) and data.get("resourceType") == "Bundle" else None
+
+
+def _part_loader(task: FileTask, bundle: dict[str, Any], unplaced: Sequence[str]) -> Callable[[], Snapshot]:
+    def load() -> Snapshot:
+        from .fhir import snapshot_from_bundle
+        from .load import display_path
+
+        snap = snapshot_from_bundle(bundle, display_path(Path(task.path))).snapshot
+        if not unplaced:
+            return snap
+        more = f" (and {len(unplaced) - 1} more)" if len(unplaced) > 1 else ""
+        return dataclasses.replace(snap, warnings=(*snap.warnings, f"{unplaced[0]}{more}: names no patient, and the "
+                                                   "bundle holds several; not used"))
+
+    return load
+
+
+def run_files(content_hash: str, tasks: Sequence[FileTask], options: Options,
+              skip: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """A worker's task: read and evaluate its own files, return their rows. A bundle holding several patients is
+    a row per patient (key ``FILE#Patient/ID``), each evaluated with its own resources only; ``skip`` names such
+    patients already written (``--resume``)."""
     kb = worker_kb(content_hash)
+    done = set(skip)
     rows: list[dict[str, Any]] = []
     for task in tasks:
-        rows.extend(patient_rows(kb, task.key, task.path, partial(_load_file, task), options))
+        parts = _bundle_parts(task) if task.kind == "bundle" else None
+        if parts is None:
+            rows.extend(patient_rows(kb, task.key, task.path, partial(_load_file, task), options))
+            continue
+        for patient, bundle in parts[0]:
+            key = f"{task.key}#{patient}"
+            if key not in done:
+                rows.extend(patient_rows(kb, key, key, _part_loader(task, bundle, parts[1]), options))
     return rows
 
 
-__all__ = ["BatchError", "FileTask", "Inputs", "Options", "collect_inputs", "error_row", "evaluate_many",
-           "install_kb", "kb_payload", "patient_rows", "result_row", "rule_kinds", "rule_statuses", "run_files"]
+# --- the tasks Dask runs: rows written on the worker ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskRows:
+    """What a task sends back: its rows already encoded as journal lines (the client only appends them), the
+    Parquet part it wrote (or None), and when and where it ran (for the straggler time)."""
+
+    journal: bytes
+    patients: int
+    rows: int
+    part: str | None
+    worker: str
+    started: float
+    ended: float
+
+
+def parquet_schema() -> Any:
+    import pyarrow as pa
+
+    s = pa.string()
+    return pa.schema([
+        ("key", s), ("patient", s), ("source", s), ("as_of", s), ("as_of_epoch", pa.int64()),
+        ("evaluation", pa.int32()), ("evaluations", pa.int32()), ("status", s), ("complete", pa.bool_()),
+        ("load_error", s), ("rules", pa.map_(s, s)),
+        ("recommendations", pa.list_(pa.struct([
+            ("rule_id", s), ("indicator", s), ("status", s), ("evidence_level", s),
+            ("actions", pa.list_(pa.struct([("kind", s), ("target", s), ("suppressed", pa.bool_())]))),
+            ("citations", pa.list_(s))]))),
+        ("undecided", pa.list_(pa.struct([("rule_id", s), ("produces", s),
+                                          ("missing", pa.list_(pa.struct([("what", s), ("detail", s)])))]))),
+        ("errors", pa.list_(pa.struct([("rule_id", s), ("message", s)]))),
+        ("input_errors", pa.list_(s)), ("warnings", pa.list_(s)),
+        ("kb_name", s), ("kb_version", s), ("kb_hash", s),
+    ])
+
+
+def _task_rows(rows: list[dict[str, Any]], parts: str | None, started: float) -> TaskRows:
+    part = None
+    if parts is not None and rows:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        part = str(Path(parts) / f"{uuid.uuid4().hex}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema()), part)
+    journal = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
+    return TaskRows(journal, len({r["key"] for r in rows}), len(rows), part, f"{os.uname().nodename}:{os.getpid()}",
+                    started, time.time())
+
+
+def files_task(content_hash: str, tasks: Sequence[FileTask], options: Options, skip: Sequence[str],
+               parts: str | None) -> TaskRows:
+    """:func:`run_files` as a Dask task: the rows as journal lines, and as a Parquet part in ``parts``."""
+    started = time.time()
+    return _task_rows(run_files(content_hash, tasks, options, skip), parts, started)
+
+
+def partition_task(content_hash: str, label: str, spill: str, partition: int, skip: Sequence[str],
+                   options: Options, parts: str | None, after: Sequence[Any] = ()) -> TaskRows:
+    """:func:`engine.bulk.run_partition` as a Dask task (see :func:`files_task`); ``after`` are the split tasks'
+    results, passed only so that the scheduler starts this task when the split is done."""
+    from .bulk import run_partition
+
+    started = time.time()
+    return _task_rows(run_partition(content_hash, label, spill, partition, skip, options), parts, started)
+
+
+__all__ = ["BatchError", "FileTask", "Inputs", "Options", "TaskRows", "collect_inputs", "error_row", "evaluate_many",
+           "files_task", "install_kb", "kb_payload", "parquet_schema", "partition_task", "patient_rows", "result_row",
+           "rule_kinds", "rule_statuses", "run_files"]

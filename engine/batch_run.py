@@ -28,9 +28,11 @@ from .batch import (
     BatchError,
     FileTask,
     Options,
+    TaskRows,
     collect_inputs,
     install_kb,
     kb_payload,
+    parquet_schema,
     rule_kinds,
 )
 from .bulk import SplitStats, plan_chunks
@@ -41,6 +43,7 @@ RUN_FORMAT = "mascds.batch-run/1"
 SUMMARY_FORMAT = "mascds.batch-summary/1"
 JOURNAL = "results.ndjson"
 SPILL = ".spill"
+PARTS = ".parts"
 FILES_PER_TASK = 16
 BULK_BYTES_PER_TASK = 2 << 20  # of the export, all types: roughly 15 Synthea patients
 EXTRA_HINT = "population runs need the batch extra: pip install 'mascds[batch]' (Dask distributed and pyarrow)"
@@ -210,6 +213,8 @@ class BatchOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
     bulk: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    straggler: float = 0.0
 
     @property
     def exit_status(self) -> str:
@@ -270,13 +275,21 @@ def run_batch(kb: KnowledgeBase, inputs: Sequence[str | Path], out: str | Path, 
     ``client`` (a ``distributed.Client``) overrides ``workers``/``scheduler``; ``partitions`` is the number of
     tasks the patients are spread over (default: four per worker); ``on_rows`` is called with the number of
     patients written after each task (an exception it raises, e.g. ``KeyboardInterrupt``, stops the run as
-    Ctrl-C does)."""
+    Ctrl-C does). ``BatchOutcome.stages`` holds the seconds of each stage, measured on the client."""
     require_extras()
     from distributed import as_completed
 
     options = options or Options()
     out = Path(out)
     started = time.monotonic()
+    stages: dict[str, float] = {}
+    clock = [started]
+
+    def stage(name: str) -> None:
+        now = time.monotonic()
+        stages[name] = stages.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     found = collect_inputs(inputs, exclude=out)
     own_client, cluster = (client, None) if client is not None else _client(workers, scheduler)
     try:
@@ -288,22 +301,35 @@ def run_batch(kb: KnowledgeBase, inputs: Sequence[str | Path], out: str | Path, 
                 cluster.close()
         raise
     outcome = BatchOutcome(out, resumed=len(done))
-    spill = out / SPILL
+    spill, parts = out / SPILL, out / PARTS
+    # Workers write the Parquet parts of a fresh run; a resumed run's Parquet is made from the journal, which
+    # holds the earlier rows too.
+    if parts.exists():
+        shutil.rmtree(parts)
+    parts_dir: str | None = None
+    if not done:
+        parts.mkdir()
+        parts_dir = str(parts)
     futures: list[Any] = []
     bar: Progress | None = None
+    results: list[TaskRows] = []
+    stage("prepare")
     try:
         nworkers = max(1, len(own_client.scheduler_info(n_workers=-1).get("workers", {})) if client is not None
                        or scheduler else (workers or os.cpu_count() or 1))
         # at least four tasks per worker, and small ones (for the progress shown and what an interruption loses)
         files_parts = partitions or max(4 * nworkers, -(-len(found.files) // FILES_PER_TASK))
         own_client.register_plugin(_plugin(kb_payload(kb), kb.content_hash))
-        from .batch import run_files
-        from .bulk import partition_keys, run_partition, split_chunk
+        stage("workers")
+        from .batch import files_task, partition_task
+        from .bulk import partition_of, split_chunk
 
         todo = [t for t in found.files if t.key not in done]
         total = len(todo)
         for group in _file_groups(todo, files_parts):
-            futures.append(own_client.submit(run_files, kb.content_hash, group, options, pure=False))
+            skip = [k for k in done if any(k.startswith(t.key + "#") for t in group)]
+            futures.append(own_client.submit(files_task, kb.content_hash, group, options, skip, parts_dir,
+                                             pure=False))
         bulk_stats = SplitStats()
         for n, (label, files) in enumerate(found.exports):
             where = spill / f"e{n:03d}"
@@ -313,28 +339,37 @@ def run_batch(kb: KnowledgeBase, inputs: Sequence[str | Path], out: str | Path, 
             size = sum(os.path.getsize(f) for f in files)
             nparts = partitions or max(4 * nworkers, -(-size // BULK_BYTES_PER_TASK))
             splits = own_client.map(split_chunk, chunks, partitions=nparts, spill=str(where), pure=False)
+            # The partition of a patient is known here (crc32), so no pass over the spill is needed to skip the
+            # patients written before. The partition tasks wait for the split tasks on the scheduler: no round
+            # trip through the client between the two passes.
+            skips: list[list[str]] = [[] for _ in range(nparts)]
+            for k in done:
+                if k.startswith("Patient/"):
+                    skips[partition_of(k, nparts)].append(k)
+            for p in range(nparts):
+                futures.append(own_client.submit(partition_task, kb.content_hash, label, str(where), p, skips[p],
+                                                 options, parts_dir, splits, pure=False))
+            export_stats = SplitStats()
             for s in own_client.gather(splits):
-                bulk_stats.add(s)
-            keys = own_client.gather(own_client.map(partition_keys, [str(where)] * nparts, range(nparts),
-                                                    pure=False))
-            for p, part in enumerate(keys):
-                skip = [k for k in part if k in done]
-                total += len(part) - len(skip)
-                if len(skip) < len(part):
-                    futures.append(own_client.submit(run_partition, kb.content_hash, label, str(where), p, skip,
-                                                     options, pure=False))
+                export_stats.add(s)
+            bulk_stats.add(export_stats)
+            # the Patient resources counted by the split give the progress total
+            total += max(0, export_stats.patients - sum(len(x) for x in skips))
         outcome.bulk = bulk_stats.to_json() if found.exports else {}
+        stage("split")
         bar = Progress(total, 0, enabled=progress)
         with open(out / JOURNAL, "ab") as journal:
             for future in as_completed(futures):  # type: ignore[no-untyped-call]
-                rows = future.result()
-                journal.write(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows))
+                task: TaskRows = future.result()
+                future.release()
+                results.append(task)
+                journal.write(task.journal)
                 journal.flush()
-                n = len({r["key"] for r in rows})
-                outcome.patients += n
-                bar.advance(n)
+                outcome.patients += task.patients
+                bar.advance(task.patients)
                 if on_rows is not None:
                     on_rows(outcome.patients)
+        stage("evaluate")
     except KeyboardInterrupt:
         outcome.interrupted = True
         own_client.cancel(futures)
@@ -347,35 +382,33 @@ def run_batch(kb: KnowledgeBase, inputs: Sequence[str | Path], out: str | Path, 
                 cluster.close()
         if spill.exists():
             shutil.rmtree(spill, ignore_errors=True)
-    outcome.seconds = time.monotonic() - started
+    outcome.straggler = _straggler(results)
     if not outcome.interrupted:
         outcome.summary = summarise(kb, out, outcome.bulk)
-        write_parquet(out)
+        stage("summary")
+        if parts_dir is not None:
+            merge_parquet(out, [t.part for t in results if t.part])
+        else:
+            write_parquet(out)
+        stage("parquet")
         write_summary(out, outcome.summary)
+        stage("chart")
+    if parts.exists():
+        shutil.rmtree(parts, ignore_errors=True)
+    outcome.stages = stages
+    outcome.seconds = time.monotonic() - started
     return outcome
 
 
+def _straggler(results: Sequence[TaskRows]) -> float:
+    """Seconds between the first worker running out of tasks and the last one: what one slow task costs."""
+    last: dict[str, float] = {}
+    for t in results:
+        last[t.worker] = max(last.get(t.worker, 0.0), t.ended)
+    return max(last.values()) - min(last.values()) if len(last) > 1 else 0.0
+
+
 # --- results and summary --------------------------------------------------------------------------------------
-
-
-def parquet_schema() -> Any:
-    import pyarrow as pa
-
-    s = pa.string()
-    return pa.schema([
-        ("key", s), ("patient", s), ("source", s), ("as_of", s), ("as_of_epoch", pa.int64()),
-        ("evaluation", pa.int32()), ("evaluations", pa.int32()), ("status", s), ("complete", pa.bool_()),
-        ("load_error", s), ("rules", pa.map_(s, s)),
-        ("recommendations", pa.list_(pa.struct([
-            ("rule_id", s), ("indicator", s), ("status", s), ("evidence_level", s),
-            ("actions", pa.list_(pa.struct([("kind", s), ("target", s), ("suppressed", pa.bool_())]))),
-            ("citations", pa.list_(s))]))),
-        ("undecided", pa.list_(pa.struct([("rule_id", s), ("produces", s),
-                                          ("missing", pa.list_(pa.struct([("what", s), ("detail", s)])))]))),
-        ("errors", pa.list_(pa.struct([("rule_id", s), ("message", s)]))),
-        ("input_errors", pa.list_(s)), ("warnings", pa.list_(s)),
-        ("kb_name", s), ("kb_version", s), ("kb_hash", s),
-    ])
 
 
 def write_parquet(out: Path, batch_rows: int = 2000) -> Path:
@@ -396,6 +429,20 @@ def write_parquet(out: Path, batch_rows: int = 2000) -> Path:
                 batch = []
         if batch:
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+    tmp.replace(target)
+    return target
+
+
+def merge_parquet(out: Path, parts: Sequence[str]) -> Path:
+    """results.parquet from the parts the workers wrote (one per task, in the order the tasks finished, as the
+    journal), copied as Arrow tables: no row passes through Python on the client."""
+    import pyarrow.parquet as pq
+
+    target = out / "results.parquet"
+    tmp = target.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, parquet_schema()) as writer:
+        for part in parts:
+            writer.write_table(pq.read_table(part))
     tmp.replace(target)
     return target
 
@@ -514,5 +561,5 @@ def write_chart(path: Path, summary: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-__all__ = ["BatchOutcome", "Progress", "journal_rows", "parquet_schema", "render_summary", "require_extras",
-           "run_batch", "summarise", "write_parquet", "write_summary"]
+__all__ = ["BatchOutcome", "Progress", "journal_rows", "merge_parquet", "parquet_schema", "render_summary",
+           "require_extras", "run_batch", "summarise", "write_parquet", "write_summary"]

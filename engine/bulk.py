@@ -11,6 +11,10 @@ An export is joined by patient reference without ever being held in memory, in t
 
 A worker's memory is thus the offsets of one partition plus one patient's resources; the spill takes about the
 disk space of the relevant resources.
+
+The same join by patient reference cuts a FHIR Bundle that holds several patients into one bundle per patient
+(:func:`split_bundle`). :func:`is_fhir_file` tells a FHIR JSON file from a case file. This module imports
+neither Dask nor fhir.resources.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .batch import Options, patient_rows, worker_kb
-from .snapshot import Snapshot
+if TYPE_CHECKING:
+    from .batch import Options
+    from .snapshot import Snapshot
 
 # The types the FHIR reader maps (engine.fhir.RELEVANT_TYPES, without importing fhir.resources here) and the
 # one it follows references to.
@@ -33,11 +38,35 @@ PATIENT_TYPES = ("Patient", "Observation", "Condition", "MedicationAdministratio
                  "MedicationStatement", "AllergyIntolerance", "Procedure", "AdverseEvent")
 SHARED_TYPES = ("Medication",)
 MEDICATION_TYPES = ("MedicationAdministration", "MedicationRequest", "MedicationStatement")
-CHUNK_BYTES = 32 << 20
+# small ranges: the split tasks are spread evenly over the workers (a range costs one task and a spill file
+# per partition it writes to)
+CHUNK_BYTES = 4 << 20
 MAX_PROBLEMS = 20
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _SHARED_REF = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _SHARED = "shared"
+# A resource's first key, when it is resourceType: a line of a type mascds does not read (Claim, Encounter, ...,
+# most of an export's bytes) is counted without being parsed. FHIR JSON has no duplicate keys, so the first key
+# is the resource's type; lines that do not start so are parsed in full.
+_TYPE_FIRST = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"\s*[,}]')
+_READ_TYPES = frozenset(t.encode() for t in PATIENT_TYPES + SHARED_TYPES)
+
+
+def is_fhir_file(path: str) -> bool:
+    """Whether a file holds FHIR JSON rather than a case file: a JSON object with a resourceType (or, when it does
+    not parse, one that names a resourceType, so that its JSON syntax error is reported as such)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return False  # the case loader reports unreadable files with their place
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):  # nested too deep: the FHIR reader says so with its place
+        return '"resourceType"' in text
+    return isinstance(data, dict) and "resourceType" in data
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -139,6 +168,11 @@ def split_chunk(chunk: Chunk, partitions: int, spill: str) -> SplitStats:
             if not line.strip():
                 continue
             stats.resources += 1
+            first = _TYPE_FIRST.match(line)
+            if first is not None and first.group(1) not in _READ_TYPES:
+                skipped = first.group(1).decode()
+                stats.skipped_types[skipped] = stats.skipped_types.get(skipped, 0) + 1
+                continue
             try:
                 resource = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -208,6 +242,8 @@ def partition_keys(spill: str, partition: int) -> list[str]:
 def run_partition(content_hash: str, label: str, spill: str, partition: int, skip: Sequence[str],
                   options: Options) -> list[dict[str, Any]]:
     """Pass 2, a worker's task: every patient of one partition, read from the spill, evaluated, as rows."""
+    from .batch import patient_rows, worker_kb
+
     kb = worker_kb(content_hash)
     files = sorted((Path(spill) / f"p{partition:05d}").glob("*.ndjson"))
     shared_files = sorted((Path(spill) / _SHARED).glob("*.ndjson"))
@@ -250,5 +286,56 @@ def _loader(resources: list[dict[str, Any]], source: str, key: str) -> Callable[
     return load
 
 
-__all__ = ["Chunk", "SplitStats", "partition_keys", "partition_of", "patient_key", "plan_chunks", "run_partition",
-           "split_chunk"]
+def _reference(resource: dict[str, Any]) -> str | None:
+    ref = resource.get("patient" if resource.get("resourceType") == "AllergyIntolerance" else "subject")
+    text = ref.get("reference") if isinstance(ref, dict) else None
+    return text.strip() if isinstance(text, str) else None
+
+
+def split_bundle(bundle: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]] | None:
+    """A Bundle holding several Patient resources, cut into one bundle per patient, as an export is joined:
+    ([(``Patient/ID``, bundle)], the resources naming no patient of it). Each bundle holds the patient's own
+    resources (``subject``/``patient`` naming its ``fullUrl``, ``Patient/ID`` or an URL ending so) and every entry
+    of a type that belongs to no patient (Medication, ...); a resource of a patient's type naming no patient is
+    in none. None when the bundle holds fewer than two patients, or a Patient without an id (the FHIR reader
+    then reads or rejects the bundle whole)."""
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return None
+    resources = [e.get("resource") if isinstance(e, dict) and isinstance(e.get("resource"), dict) else None
+                 for e in entries]
+    keys: dict[str, str] = {}
+    for e, r in zip(entries, resources, strict=True):
+        if r is not None and r.get("resourceType") == "Patient":
+            rid = r.get("id")
+            if not isinstance(rid, str) or not rid:
+                return None
+            keys[f"Patient/{rid}"] = f"Patient/{rid}"
+            if isinstance(e.get("fullUrl"), str):
+                keys[e["fullUrl"]] = f"Patient/{rid}"
+    if len(set(keys.values())) < 2:
+        return None
+    owner: list[str | None] = []  # per entry: its patient's key, "" for every patient, None for none
+    unplaced: list[str] = []
+    for e, r in zip(entries, resources, strict=True):
+        rtype = r.get("resourceType") if r is not None else None
+        if rtype == "Patient":
+            owner.append(keys[f"Patient/{r['id']}"])  # type: ignore[index]
+        elif rtype not in PATIENT_TYPES or r is None:
+            owner.append("")
+        else:
+            ref = _reference(r)
+            m = _PATIENT_REF.search(ref) if ref else None
+            key = keys.get(ref or "") or (f"Patient/{m.group(1)}" if m else None)
+            owner.append(key)
+            if key is None:
+                unplaced.append(f"{rtype}/{r.get('id')}" if r.get("id") else str(e.get("fullUrl") or rtype))
+    patients = list(dict.fromkeys(k for k in owner if k))
+    parts = [(key, {"resourceType": "Bundle", "type": bundle.get("type", "collection"),
+                    "entry": [e for e, o in zip(entries, owner, strict=True) if o in (key, "")]})
+             for key in patients]
+    return parts, unplaced
+
+
+__all__ = ["Chunk", "SplitStats", "is_fhir_file", "partition_keys", "partition_of", "patient_key", "plan_chunks",
+           "run_partition", "split_bundle", "split_chunk"]

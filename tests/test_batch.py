@@ -316,3 +316,44 @@ def test_a_defect_on_one_patient_is_a_row_and_exit_70(kb: engine.KnowledgeBase, 
     summary = summarise(kb, tmp_path)
     assert summary["patients_with_internal_errors"] == 1 and summary["internal_errors"] == {"k": row["load_error"]}
     assert BatchOutcome(tmp_path, summary=summary).exit_status == "internal_errors"
+
+
+def test_a_bundle_of_several_patients_is_a_row_per_patient(kb: engine.KnowledgeBase, client: Any,
+                                                             tmp_path: Path) -> None:
+    """Each patient of a shared bundle is evaluated with only its own resources, as the Bulk path joins them: the
+    same rows as its own bundle, plus a warning for a resource that names no patient (used for no one)."""
+    alone_rows, entries, pids = {}, [], []
+    kinds = rule_kinds(kb)
+    for p in BUNDLES[:2]:
+        bundle = json.loads(p.read_text(encoding="utf-8"))
+        entries += bundle["entry"]
+        pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        pids.append(pid)
+        result = engine.evaluate(kb, engine.snapshot_from_resources([e["resource"] for e in bundle["entry"]],
+                                                                    patient_id=pid).snapshot)
+        alone_rows[pid] = result_row(kb, kinds, pid, pid, result)
+    orphan = {"resourceType": "Observation", "id": "orphan", "status": "final", "subject": {"reference":
+              "urn:uuid:not-in-this-bundle"}, "code": {"coding": [{"system": "http://loinc.org", "code": "2276-4"}]},
+              "valueQuantity": {"value": 5000, "unit": "ng/mL"}, "effectiveDateTime": "2020-01-01T00:00:00Z"}
+    entries.append({"fullUrl": "urn:uuid:orphan", "resource": orphan})
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shared = folder / "two-patients.json"
+    shared.write_text(json.dumps({"resourceType": "Bundle", "id": "shared", "type": "collection",
+                                  "entry": entries}), encoding="utf-8")
+    outcome = run_batch(kb, [folder], tmp_path / "out", client=client, progress=False)
+    rows = {r["key"]: r for r in journal_rows(tmp_path / "out")}
+    assert set(rows) == {f"{shared}#Patient/{pid}" for pid in pids} and outcome.patients == 2
+    for pid in pids:
+        row = rows[f"{shared}#Patient/{pid}"]
+        assert row["patient"] == pid and row["status"] != "not_evaluated", row["load_error"]
+        assert clinical(row, False) | {"warnings": 0} == clinical(alone_rows[pid], False) | {"warnings": 0}
+        assert [w for w in row["warnings"] if "Observation/orphan" in w and "names no patient" in w]
+        assert len(row["warnings"]) == len(alone_rows[pid]["warnings"]) + 1
+    # resumed after the first patient: only the second is evaluated again
+    journal = tmp_path / "out" / "results.ndjson"
+    first = journal.read_bytes().splitlines(keepends=True)[0]
+    journal.write_bytes(first)
+    again = run_batch(kb, [folder], tmp_path / "out", client=client, progress=False, resume=True)
+    assert again.patients == 1 and again.resumed == 1
+    assert len(by_key(tmp_path / "out")) == 2

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..bulk import is_fhir_file as is_fhir_file  # noqa: PLC0414 - re-exported for the commands
+
 if TYPE_CHECKING:
     from ..kb import KnowledgeBase
     from ..snapshot import Snapshot
@@ -74,23 +76,6 @@ def add_strict_fhir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict-fhir", action="store_true",
                    help="validate every element of each FHIR resource read (fhir.resources models), not only the "
                    "elements mascds reads; slower")
-
-
-def is_fhir_file(path: str) -> bool:
-    """Whether a file holds FHIR JSON rather than a case file: a JSON object with a resourceType (or, when it does
-    not parse, one that names a resourceType, so that its JSON syntax error is reported as such)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError):
-        return False  # the case loader reports unreadable files with their place
-    if not text.lstrip().startswith("{"):
-        return False
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):  # nested too deep: the FHIR reader says so with its place
-        return '"resourceType"' in text
-    return isinstance(data, dict) and "resourceType" in data
 
 
 def load_snapshot(path: str, patient: str | None = None, strict_fhir: bool = False) -> Snapshot:
