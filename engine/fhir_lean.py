@@ -7,18 +7,24 @@ check what the models check: the JSON type of each primitive (stricter than the 
 a boolean or a number, or a number for a dateTime), the FHIR regular expressions of code, id, date, dateTime and
 instant, calendar validity, finite decimals, required elements, and at most one value of a choice element
 (``effective[x]`` ...) and at least one where R4 requires one (``medication[x]``). Elements mascds does not read
-are not looked at: only the strict path rejects an unknown element or a bad value in one (docs/fhir.md).
+are not looked at: only the strict path rejects a bad value in one (docs/fhir.md). An element name FHIR does not
+define is refused in every structure the structs decode (:mod:`engine.fhir_elements`), since it is most often a
+value placed where mascds does not look for it (an STU3 ``Dosage.doseQuantity``), which would otherwise be lost
+without a word.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import typing
 from datetime import date, datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import Meta, Struct
+
+from .fhir_elements import ELEMENTS
 
 # FHIR R4 primitive regular expressions (https://hl7.org/fhir/R4/datatypes.html), anchored as the models anchor them.
 _DATETIME = (r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
@@ -404,6 +410,67 @@ class Procedure(_Resource, kw_only=True):
         _check(self)
 
 
+# Each struct -> the FHIR structure whose element names it is checked against (engine.fhir_elements).
+_FHIR_NAME: dict[type[Any], str] = {
+    Coding: "Coding", CodeableConcept: "CodeableConcept", Quantity: "Quantity", Period: "Period", Ratio: "Ratio",
+    Range: "Range", Reference: "Reference", Extension: "Extension", Element: "Element", Patient: "Patient",
+    ObservationComponent: "ObservationComponent", Observation: "Observation", Condition: "Condition",
+    MedicationIngredient: "MedicationIngredient", Medication: "Medication",
+    MedicationAdministrationDosage: "MedicationAdministrationDosage",
+    MedicationAdministration: "MedicationAdministration", TimingRepeat: "TimingRepeat", Timing: "Timing",
+    DoseAndRate: "DosageDoseAndRate", Dosage: "Dosage", MedicationRequest: "MedicationRequest",
+    MedicationStatement: "MedicationStatement", AllergyReaction: "AllergyIntoleranceReaction",
+    AllergyIntolerance: "AllergyIntolerance", SuspectEntity: "AdverseEventSuspectEntity",
+    AdverseEvent: "AdverseEvent", Procedure: "Procedure",
+}
+
+
+def _structs_in(tp: Any) -> list[type[Any]]:
+    """The struct classes a field's type can hold (through ``X | None``, ``list[X]``, ``Annotated``)."""
+    if isinstance(tp, type) and issubclass(tp, Struct):
+        return [tp]
+    return [s for arg in typing.get_args(tp) for s in _structs_in(arg)]
+
+
+def _plan() -> dict[type[Any], tuple[frozenset[str], tuple[tuple[str, type[Any]], ...]]]:
+    """Per struct: the element names allowed in it, and the (JSON name, struct) of the fields to check inside."""
+    out: dict[type[Any], tuple[frozenset[str], tuple[tuple[str, type[Any]], ...]]] = {}
+    for cls, fhir_name in _FHIR_NAME.items():
+        children = []
+        for field in msgspec.structs.fields(cls):
+            inner = [s for s in _structs_in(field.type) if s in _FHIR_NAME]
+            if inner:
+                children.append((field.encode_name, inner[0]))
+        out[cls] = (ELEMENTS[fhir_name], tuple(children))
+    return out
+
+
+_PLAN = _plan()
+
+
+def _unknown_element(raw: dict[str, Any], cls: type[Any], path: str) -> tuple[str, str] | None:
+    """The first element name FHIR does not define in ``raw`` (read as ``cls``) or in the structures inside it
+    that mascds reads, as (path, why); None when every name is defined. Runs after decoding, so the shapes are
+    already those of the struct."""
+    allowed, children = _PLAN[cls]
+    if not allowed.issuperset(raw):
+        name = min(k for k in raw if k not in allowed)
+        return f"{path}{name}", "Extra inputs are not permitted"
+    for name, child in children:
+        value = raw.get(name)
+        if isinstance(value, dict):
+            found = _unknown_element(value, child, f"{path}{name}.")
+            if found:
+                return found
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    found = _unknown_element(item, child, f"{path}{name}.{i}.")
+                    if found:
+                        return found
+    return None
+
+
 MODELS: dict[str, type[_Resource]] = {
     m.__name__: m for m in (Patient, Observation, Condition, MedicationAdministration, MedicationRequest,
                             MedicationStatement, AllergyIntolerance, Procedure, AdverseEvent, Medication)}
@@ -470,6 +537,9 @@ def parse(rtype: str, raw: dict[str, Any]) -> Any:
         resource = msgspec.convert(data, MODELS[rtype])
     except msgspec.ValidationError as exc:
         raise ValidationError(_where(str(exc))) from None
+    unknown = _unknown_element(raw, MODELS[rtype], "")
+    if unknown:
+        raise ValidationError(unknown)
     if contained is not None:
         if not isinstance(contained, list):
             raise ValidationError(("contained", "Expected `array`, got `" + type(contained).__name__ + "`"))
@@ -480,5 +550,9 @@ def parse(rtype: str, raw: dict[str, Any]) -> Any:
                 items.append(msgspec.convert(c, kind))
             except msgspec.ValidationError as exc:
                 raise ValidationError(_where(str(exc), f".contained[{i}]")) from None
+            if kind is Medication:
+                unknown = _unknown_element(c, Medication, f"contained.{i}.")
+                if unknown:
+                    raise ValidationError(unknown)
         resource.contained = items
     return resource

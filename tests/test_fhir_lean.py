@@ -5,9 +5,9 @@ bundles (hypothesis), both paths must give the same outcome: the same snapshot (
 and counts, or the same error with the same diagnostic codes, places (the entry and resource) and hints. They may
 differ only in two named classes, each checked for what it is:
 
-- ``UNREAD_ELEMENT``: the strict path refuses a resource for an element mascds does not read (an unknown element,
-  a bad value in one the lean structs do not declare, a contained resource of a type mascds does not read); the
-  lean path reads it. The strict diagnostic's FHIR path must lead to such an element.
+- ``UNREAD_ELEMENT``: the strict path refuses a resource for an element mascds does not read (a bad value in one
+  the lean structs do not declare, a contained resource of a type mascds does not read); the lean path reads it.
+  (An element name FHIR does not define is refused by both, wherever it is in what mascds reads.) The strict diagnostic's FHIR path must lead to such an element.
 - ``STRICT_COERCES_JSON_TYPE``: the lean path refuses a JSON value of the wrong type that the models convert
   (the string "true" for a boolean, "12" for a decimal, 1.0 for an integer, a number for a dateTime, which the
   models read as seconds since 1970); the strict path reads it. The lean diagnostic must name the JSON type.
@@ -196,6 +196,16 @@ MED = {"resourceType": "MedicationAdministration", "id": "m", "status": "complet
        "medicationCodeableConcept": cc(RXNORM, "612865"), "effectiveDateTime": "2024-04-03T08:00:00Z",
        "dosage": {"dose": qty(8, "mg/kg")}}
 SAME = [  # (name, resources): both paths must agree exactly
+    # element names FHIR does not define: refused by both paths, at the resource and inside what mascds reads
+    ("an element FHIR does not have", [GOOD | {"colour": "red"}]),
+    ("an STU3 dose directly in dosageInstruction", [{
+        "resourceType": "MedicationRequest", "id": "r", "status": "active", "intent": "order",
+        "medicationCodeableConcept": cc(RXNORM, "612865"), "authoredOn": "2024-04-03",
+        "dosageInstruction": [{"doseQuantity": {"value": 8, "unit": "mg/kg"}}]}]),
+    ("a misspelt element inside a quantity", [GOOD | {"valueQuantity": {"value": 12, "code": "ng/mL",
+                                                                         "system": UCUM, "unitt": "ng/mL"}}]),
+    ("a misspelt element inside a coding", [GOOD | {"code": {"coding": [{"system": "http://loinc.org",
+                                                                          "code": "2276-4", "displya": "x"}]}}]),
     ("status not a string", [GOOD | {"status": 1}]),
     ("status empty", [GOOD | {"status": ""}]),
     ("status missing", [{k: v for k, v in GOOD.items() if k != "status"}]),
@@ -273,7 +283,6 @@ def test_bad_and_hostile_inputs_are_read_or_refused_alike(case: tuple[Any, ...])
 
 
 DIFFER = [  # (name, resources, the class): the paths differ, and only in the class named
-    ("an element FHIR does not have", [GOOD | {"colour": "red"}], UNREAD_ELEMENT),
     ("a bad value in an element mascds does not read", [GOOD | {"language": 5}], UNREAD_ELEMENT),
     ("a number for a note", [GOOD | {"note": [{"text": 5}]}], UNREAD_ELEMENT),
     ("a contained patient with a bad gender", [GOOD | {"contained": [{"resourceType": "Patient", "id": "x",
@@ -329,14 +338,14 @@ def test_strict_fhir_on_the_command_line_refuses_what_only_the_models_check(tmp_
     from .conftest import RULES
 
     path = tmp_path / "b.json"
-    path.write_text(json.dumps(bundle(GOOD | {"colour": "red"})), encoding="utf-8")
+    path.write_text(json.dumps(bundle(GOOD | {"language": 5})), encoding="utf-8")  # a value mascds does not read
     for command in (["evaluate", str(path)], ["explain", str(path), "wu2025.consider-ruxolitinib"],
                     ["replay", str(path)]):
         assert main([*command, "--rules", str(RULES)]) == 0, command
         capsys.readouterr()
         assert main([*command, "--rules", str(RULES), "--strict-fhir"]) == 1, command
         err = capsys.readouterr().err
-        assert "E501" in err and "Bundle.entry[1] (Observation/q)" in err and "colour" in err, err
+        assert "E501" in err and "Bundle.entry[1] (Observation/q)" in err and "language" in err, err
 
 
 def test_the_service_reads_with_the_lean_path_unless_configured_strict() -> None:
@@ -349,3 +358,17 @@ def test_the_service_reads_with_the_lean_path_unless_configured_strict() -> None
 
     assert fhir_reader_options(Settings()) == {"strict": False}
     assert fhir_reader_options(Settings(strict_fhir=True)) == {"strict": True}
+
+
+def test_the_table_of_element_names_is_the_installed_models() -> None:
+    """engine.fhir_elements is generated from fhir.resources: regenerate it (python -m engine.fhir_elements) when
+    the models change, so that both paths keep refusing the same names."""
+    from engine.fhir_elements import ELEMENTS, generate
+
+    assert {k: frozenset(v) for k, v in generate().items()} == ELEMENTS
+
+
+def test_every_struct_is_checked_against_a_fhir_structure() -> None:
+    structs = {c for c in vars(fhir_lean).values()
+               if isinstance(c, type) and issubclass(c, msgspec.Struct) and not c.__name__.startswith("_")}
+    assert structs - {fhir_lean.Other, msgspec.Struct} == set(fhir_lean._FHIR_NAME)
