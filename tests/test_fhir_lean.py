@@ -7,7 +7,8 @@ differ only in two named classes, each checked for what it is:
 
 - ``UNREAD_ELEMENT``: the strict path refuses a resource for an element mascds does not read (a bad value in one
   the lean structs do not declare, a contained resource of a type mascds does not read); the lean path reads it.
-  (An element name FHIR does not define is refused by both, wherever it is in what mascds reads.) The strict diagnostic's FHIR path must lead to such an element.
+  (An element name FHIR does not define is refused by both, wherever it is in what mascds reads.) The strict
+  diagnostic's FHIR path must lead to such an element.
 - ``STRICT_COERCES_JSON_TYPE``: the lean path refuses a JSON value of the wrong type that the models convert
   (the string "true" for a boolean, "12" for a decimal, 1.0 for an integer, a number for a dateTime, which the
   models read as seconds since 1970); the strict path reads it. The lean diagnostic must name the JSON type.
