@@ -363,3 +363,18 @@ def test_the_card_says_why_a_failed_drug_is_not_suggested(shipped: engine.Knowle
     why = md("tocilizumab: failed (stopped for inefficacy day -64 10:00)")
     assert f"Not suggested: {md('IL-6 inhibitors')} - {why}." in card.detail
     assert "Consider an IL-1 inhibitor" in card.detail and "Consider an IL-6 inhibitor" not in card.detail
+
+
+def test_drug_exposure_periods_are_whole_days_with_their_basis() -> None:
+    """drugs.yaml ``exposure``: the shipped periods (tocilizumab, emapalumab) carry their basis; a malformed one
+    is refused at load, naming the drug, rather than read as no period (which would shorten a safety window)."""
+    from engine.vocab import _exposure_days, vocabulary
+
+    drugs = vocabulary().drugs
+    assert {k: d.exposure_after_last_dose_days for k, d in drugs.items() if d.exposure_after_last_dose_days} == \
+        {"tocilizumab": 28, "emapalumab": 28}
+    assert _exposure_days("x", None) is None
+    for bad in ({"after_last_dose_days": 28}, {"after_last_dose_days": "28d", "basis": "b"},
+                {"after_last_dose_days": 0, "basis": "b"}, {"after_last_dose_days": True, "basis": "b"}):
+        with pytest.raises(ValueError, match=r"x\.exposure"):
+            _exposure_days("x", bad)
