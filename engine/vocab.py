@@ -108,6 +108,7 @@ class Drug:
     # drugs.yaml ``exposure``: how long after its last dose the drug still counts as "exposed", when that is
     # longer than the dosing interval (None: the dosing interval alone)
     exposure_after_last_dose_days: int | None = None
+    exposure_basis: str | None = None  # where that period comes from
 
     def name_in(self, lang: str) -> str:
         return pick(self.name, self.zh_cn, lang)
@@ -204,7 +205,8 @@ class Vocabulary:
                       prednisone_equivalent=Fraction(str(spec["prednisone_equivalent"]))
                       if "prednisone_equivalent" in spec else None,
                       label=Label(**spec["label"]) if spec.get("label") else None,
-                      exposure_after_last_dose_days=_exposure_days(key, spec.get("exposure")))
+                      exposure_after_last_dose_days=_exposure_days(key, spec.get("exposure")),
+                      exposure_basis=(spec.get("exposure") or {}).get("basis"))
             for key, spec in drugs["drugs"].items()
         }
         self.drug_classes: dict[str, str] = {key: spec["name"] for key, spec in drugs["classes"].items()}

@@ -87,14 +87,14 @@ def test_wu_replay_offers_no_failed_il6_and_no_initial_step_past_it(shipped: eng
 
 def test_wu_variant_without_the_later_line_shows_the_failed_il6_suppressed(shipped: engine.KnowledgeBase) -> None:
     """Without ruxolitinib the IL-1/IL-6 choice fires again once tocilizumab is 28 days gone; its IL-6 action is
-    suppressed with the reason, and the IL-1 action stands."""
+    suppressed with the reason, and the IL-1 actions (anakinra, canakinumab) stand."""
     data = yaml.safe_load(WU.read_text(encoding="utf-8"))
     data["medications"] = [m for m in data["medications"] if m["drug"] != "ruxolitinib"]
     snap = engine.snapshot_from_dict(data)
     result = engine.evaluate(shipped, snap, day(snap, "day 50"))
     rec = next(r for r in result.recommendations if r.rule_id == "acr2021.consider-il1-il6-blockade")
     by = {a.target: a.suppressed_by for a in rec.actions}
-    assert rec.status == "active" and by["il1-inhibitor"] is None
+    assert rec.status == "active" and by["anakinra"] is None and by["canakinumab"] is None
     il6 = by["il6-inhibitor"]
     assert il6 is not None and il6.reason == "failed-line" and il6.target == "tocilizumab"
     assert il6.detail == "tocilizumab: failed (stopped for inefficacy day 16 12:00)"
