@@ -228,7 +228,8 @@ def test_english_wu_evaluation_reads_as_before() -> None:
     flat = re.sub(r"[\s│]+", " ", text)  # the text output wraps lines inside panels
     for phrase in WU_ENGLISH:
         assert re.sub(r"\s+", " ", phrase) in flat, phrase
-    assert '"rationale": "Tocilizumab course day -27 10:00 to ongoing; aspartate aminotransferase (AST) went from 620' in data
+    assert ('"rationale": "Tocilizumab course day -27 10:00 to ongoing; aspartate aminotransferase (AST) went '
+            'from 620') in data
     assert '"target_name": "ruxolitinib"' in data
     assert '"text": "ferritin 14200 ng/mL at day 16 06:00 [illustrative]"' in data
 
