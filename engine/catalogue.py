@@ -117,6 +117,24 @@ def _scope_lines(kb: CompiledKB) -> list[str]:
     return [*lines, ""]
 
 
+def _drug_lines() -> list[str]:
+    """The drug table the rules read (engine/data/drugs.yaml): exposure periods and the product labels cited."""
+    drugs = vocabulary().drugs.values()
+    lines = ["## Drug table", "", "Exposure (`exposed: true`) is a course running, or its last dose less than one "
+             "dosing interval ago, or less than the drug's exposure period after it:", "",
+             "| Drug | Exposure period after the last dose | Basis |", "|---|---|---|"]
+    for d in drugs:
+        if d.exposure_after_last_dose_days:
+            basis = _cell(" ".join((d.exposure_basis or "").split()))
+            lines.append(f"| {d.name} | {d.exposure_after_last_dose_days} days | {basis} |")
+    lines += ["", "Product information cited by the hypersensitivity recommendations (`{drug_of: ...}` actions); "
+              "a drug not listed has no label read, and its recommendations cite the anaphylaxis criteria only:", "",
+              "| Drug | Label | What it says, as read |", "|---|---|---|"]
+    lines += [f"| {d.name} | [{_cell(d.label.reference)}]({d.label.url}) | {_cell(d.label.reported)} |"
+              for d in drugs if d.label is not None]
+    return lines
+
+
 def render_catalogue(kb: CompiledKB) -> str:
     """The Markdown page: one table per rule folder, assessments first."""
     m = kb.manifest
@@ -132,6 +150,7 @@ def render_catalogue(kb: CompiledKB) -> str:
         f"recommendations. Conflicts: `{m.conflict_resolution}`.",
         "",
         *_scope_lines(kb),
+        *_drug_lines(),
     ]
     header = ["| Rule | Title | {what} | When | Sources | Evidence |", "|---|---|---|---|---|---|"]
     section: tuple[bool, str] | None = None

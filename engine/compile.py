@@ -330,10 +330,10 @@ class _RuleCompiler:
             bounds.append(("hi", CLOCK, "now", 0.0))
             words.append("active now")
         if getattr(spec, "exposed", None):
-            # running, or the last dose less than one dosing interval ago (facts.py: field xe)
+            # running, or the last dose less than one dosing interval (or exposure period) ago (facts.py: xe)
             bounds.append(("xlo", CLOCK, "now", 0.0))
             bounds.append(("hi", CLOCK, "now", 0.0))
-            words.append("exposed now (running, or within its dosing interval)")
+            words.append("exposed now (running, or within its dosing interval or the drug's exposure period)")
         if spec.after is not None:
             field = self._edge_field(spec.after, "end")
             bounds.append(("lo", spec.after.fact, field, 0.0))

@@ -85,14 +85,16 @@ Key = tuple[int, int, int]
 
 def exposure_end(course: Course, as_of: int) -> float:
     """Until when ``course`` exposes the patient, as known at ``as_of``: ongoing while it runs; once it has ended
-    (``end`` is the last dose), one dosing interval of its recorded frequency after that dose. A single dose
-    ('once') or an infusion ('continuous') has no interval: exposure ends with it. The one definition every rule
-    condition ``exposed: true`` uses."""
+    (``end`` is the last dose), one dosing interval of its recorded frequency after that dose, or the drug's own
+    exposure period after it (drugs.yaml ``exposure``) when that is longer. A single dose ('once') or an infusion
+    ('continuous') has no interval: without an exposure period, exposure ends with it. The one definition every
+    rule condition ``exposed: true`` uses."""
     if course.end is None or course.end > as_of:
         return ONGOING
-    if course.interval_hours is None:
-        return float(course.end)
-    return float(course.end + round(course.interval_hours * 3600))
+    drug = vocabulary().drugs.get(course.drug)
+    days = drug.exposure_after_last_dose_days if drug is not None else None
+    hours = max(course.interval_hours or 0.0, 24.0 * days if days else 0.0)
+    return float(course.end + round(hours * 3600))
 
 
 def _end_of(end: int | None, as_of: int) -> float:

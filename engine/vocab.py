@@ -105,6 +105,10 @@ class Drug:
     zh_cn: str | None = None
     prednisone_equivalent: Fraction | None = None  # glucocorticoids: mg prednisone per mg of the drug
     label: Label | None = None
+    # drugs.yaml ``exposure``: how long after its last dose the drug still counts as "exposed", when that is
+    # longer than the dosing interval (None: the dosing interval alone)
+    exposure_after_last_dose_days: int | None = None
+    exposure_basis: str | None = None  # where that period comes from
 
     def name_in(self, lang: str) -> str:
         return pick(self.name, self.zh_cn, lang)
@@ -151,6 +155,17 @@ def _terms(section: dict[str, Any]) -> dict[str, Term]:
     return out
 
 
+def _exposure_days(drug: str, spec: Any) -> int | None:
+    """drugs.yaml ``exposure``: a whole number of days, and always the basis it rests on."""
+    if not spec:
+        return None
+    days, basis = spec.get("after_last_dose_days"), spec.get("basis")
+    if not isinstance(days, int) or isinstance(days, bool) or days <= 0 or not (isinstance(basis, str) and basis):
+        raise ValueError(f"drugs.yaml: {drug}.exposure needs after_last_dose_days (a positive whole number of "
+                         "days) and basis (where the period comes from)")
+    return days
+
+
 class Vocabulary:
     """Read-only view of all registries."""
 
@@ -189,7 +204,9 @@ class Vocabulary:
                       tuple(spec.get("atc", ())), tuple(str(c) for c in spec.get("rxnorm", ())), spec.get("zh-CN"),
                       prednisone_equivalent=Fraction(str(spec["prednisone_equivalent"]))
                       if "prednisone_equivalent" in spec else None,
-                      label=Label(**spec["label"]) if spec.get("label") else None)
+                      label=Label(**spec["label"]) if spec.get("label") else None,
+                      exposure_after_last_dose_days=_exposure_days(key, spec.get("exposure")),
+                      exposure_basis=(spec.get("exposure") or {}).get("basis"))
             for key, spec in drugs["drugs"].items()
         }
         self.drug_classes: dict[str, str] = {key: spec["name"] for key, spec in drugs["classes"].items()}

@@ -152,7 +152,8 @@ def test_explain_shows_each_condition_with_values_and_what_is_missing(capsys: py
                        "json", "--rules", str(RULES))
     tree = json.loads(out)
     assert tree["outcome"] == "not fired" and tree["tree"]["verdict"] == "false"
-    assert tree["tree"]["children"][0]["children"][0]["children"][2]["note"] == "2 matching"
+    # refractory-sjia-mas: sJIA is its applies_to, so the pulse-course count is the second condition of its when
+    assert tree["tree"]["children"][0]["children"][0]["children"][1]["note"] == "2 matching"
 
 
 def test_every_command_has_help_with_an_example() -> None:

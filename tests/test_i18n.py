@@ -79,6 +79,8 @@ def _zh_by_english(table: str) -> dict[str, str]:
 def _expected_zh(field: str, english: str) -> str:
     """What a placeholder shows in zh-CN, given what it shows in English."""
     if field in TIME_FIELDS:
+        if english == "ongoing":  # the end of a course still running
+            return "持续中"
         return EN_DAY.sub(lambda m: f"第 {m.group(1)} 天 {m.group(2)}", english)
     for table in NAME_FIELDS.get(field, ()):
         names = _zh_by_english(table)
@@ -200,7 +202,7 @@ def test_missing_inputs_in_zh_cn() -> None:
 
 WU_ENGLISH = (
     # rationale placeholders, fact texts and the screen's words of the Wu case at day 16 08:00
-    "Tocilizumab given at day 15 10:00; aspartate aminotransferase (AST) went from 620 to 780 U/L",
+    "Tocilizumab course day -27 10:00 to ongoing; aspartate aminotransferase (AST) went from 620 to 780 U/L",
     "(course since day -27 10:00)",
     "methylprednisolone intravenous 500 mg once daily (pulse therapy): day 13 10:00 → day 15",
     "ferritin 14200 ng/mL at day 16 06:00 [illustrative]",
@@ -226,7 +228,8 @@ def test_english_wu_evaluation_reads_as_before() -> None:
     flat = re.sub(r"[\s│]+", " ", text)  # the text output wraps lines inside panels
     for phrase in WU_ENGLISH:
         assert re.sub(r"\s+", " ", phrase) in flat, phrase
-    assert '"rationale": "Tocilizumab given at day 15 10:00; aspartate aminotransferase (AST) went from 620' in data
+    assert ('"rationale": "Tocilizumab course day -27 10:00 to ongoing; aspartate aminotransferase (AST) went '
+            'from 620') in data
     assert '"target_name": "ruxolitinib"' in data
     assert '"text": "ferritin 14200 ng/mL at day 16 06:00 [illustrative]"' in data
 
@@ -292,7 +295,6 @@ def test_zh_cn_rationales_quote_chinese_names_and_day_labels(path: Path, at: str
 def test_zh_cn_wu_rationales() -> None:
     pairs = {name: zh for name, _, zh in _placeholder_pairs(WU, WU_AT)}
     assert pairs["change.analyte"] == "天冬氨酸氨基转移酶（AST）"
-    assert pairs["tcz.time"] == "第 15 天 10:00"
     assert pairs["tcz.start"] == "第 -27 天 10:00"
     rationale = {r.rule_id: r.rationale for r in _result(WU, WU_AT, "zh-CN").recommendations}
     assert "天冬氨酸氨基转移酶（AST） 从 620 变为 780 U/L（第 15 天 14:00 至 第 16 天 06:00）" in \
@@ -387,7 +389,7 @@ def test_vocabulary_entries_hold_only_known_fields() -> None:
     from .conftest import ROOT
 
     allowed = {"name", "zh-CN", "synonyms", "classes", "atc", "rxnorm", "interval_hours", "canonical", "kind",
-               "loinc", "plausible", "units", "prednisone_equivalent", "label", "group", "alone"}
+               "loinc", "plausible", "units", "prednisone_equivalent", "label", "group", "alone", "exposure"}
     for table in ("drugs", "analytes", "terms"):
         data = yaml.safe_load((ROOT / "engine" / "data" / f"{table}.yaml").read_text(encoding="utf-8"))
 

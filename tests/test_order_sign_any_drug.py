@@ -73,3 +73,19 @@ def test_draft_order_of_another_drug_gets_no_hypersensitivity_card(view: Knowled
     assert not rules & HYPERSENSITIVITY
     assert not any(c["indicator"] == "critical" for c in body["cards"])
     assert not any(a["type"] == "delete" for c in body["cards"] for s in c.get("suggestions", ()) for a in s["actions"])
+
+
+def test_draft_order_after_an_undecided_reaction_is_never_silent(view: KnowledgeBaseView) -> None:
+    """Urticaria 30 minutes after anakinra, no blood pressure or severity recorded: whether it was serious cannot
+    be decided. A new anakinra order still gets a card from the order rule, naming the reaction and what to
+    record (an undecided card, indicator info)."""
+    pid = "ana-undecided"
+    record = _anakinra_reaction_record(pid)
+    allergy = next(r for r in record if r["resourceType"] == "AllergyIntolerance")
+    allergy["reaction"][0]["manifestation"] = allergy["reaction"][0]["manifestation"][:1]  # urticaria only
+    body = _order_sign(view, pid, record, [draft_order(pid, "ana-draft", "72435", "anakinra")])
+    (card,) = [c for c in body["cards"]
+               if c["extension"]["org.mascds"].get("rule_id") == "sampson2006.order-after-serious-reaction"]
+    assert card["extension"]["org.mascds"]["kind"] == "undecided"
+    assert "systolic blood pressure during the reaction" in card["summary"]
+    assert "reaction to anakinra" in card["detail"] and "severity" in card["detail"]

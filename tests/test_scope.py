@@ -168,7 +168,9 @@ def test_not_applicable_is_shown_everywhere_with_its_reason(kb: engine.Knowledge
     assert "not applicable" in text and ms.not_applicable_reason in text
     cards = build_cards(result, view, _ctx())
     (card,) = [c for c in cards if (c.extension or {})["org.mascds"]["kind"] == "not-applicable"]
-    assert "ms-score" in card.summary and "MS score" in (card.detail or "")
+    # the summary is cut to the CDS Hooks length; the card's rules and detail name every one
+    assert "minoia2019.ms-score" in (card.extension or {})["org.mascds"]["rule_ids"]
+    assert card.summary.startswith("Not applicable") and "MS score" in (card.detail or "")
     assert "neither confirm nor rule out MAS" in (card.detail or "")
     explanation = engine.explain(kb, snap, "minoia2019.ms-score", at)
     assert explanation.outcome == "derived: not applicable"

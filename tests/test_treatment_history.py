@@ -87,14 +87,14 @@ def test_wu_replay_offers_no_failed_il6_and_no_initial_step_past_it(shipped: eng
 
 def test_wu_variant_without_the_later_line_shows_the_failed_il6_suppressed(shipped: engine.KnowledgeBase) -> None:
     """Without ruxolitinib the IL-1/IL-6 choice fires again once tocilizumab is 28 days gone; its IL-6 action is
-    suppressed with the reason, and the IL-1 action stands."""
+    suppressed with the reason, and the IL-1 actions (anakinra, canakinumab) stand."""
     data = yaml.safe_load(WU.read_text(encoding="utf-8"))
     data["medications"] = [m for m in data["medications"] if m["drug"] != "ruxolitinib"]
     snap = engine.snapshot_from_dict(data)
     result = engine.evaluate(shipped, snap, day(snap, "day 50"))
     rec = next(r for r in result.recommendations if r.rule_id == "acr2021.consider-il1-il6-blockade")
     by = {a.target: a.suppressed_by for a in rec.actions}
-    assert rec.status == "active" and by["il1-inhibitor"] is None
+    assert rec.status == "active" and by["anakinra"] is None and by["canakinumab"] is None
     il6 = by["il6-inhibitor"]
     assert il6 is not None and il6.reason == "failed-line" and il6.target == "tocilizumab"
     assert il6.detail == "tocilizumab: failed (stopped for inefficacy day 16 12:00)"
@@ -363,3 +363,18 @@ def test_the_card_says_why_a_failed_drug_is_not_suggested(shipped: engine.Knowle
     why = md("tocilizumab: failed (stopped for inefficacy day -64 10:00)")
     assert f"Not suggested: {md('IL-6 inhibitors')} - {why}." in card.detail
     assert "Consider an IL-1 inhibitor" in card.detail and "Consider an IL-6 inhibitor" not in card.detail
+
+
+def test_drug_exposure_periods_are_whole_days_with_their_basis() -> None:
+    """drugs.yaml ``exposure``: the shipped periods (tocilizumab, emapalumab) carry their basis; a malformed one
+    is refused at load, naming the drug, rather than read as no period (which would shorten a safety window)."""
+    from engine.vocab import _exposure_days, vocabulary
+
+    drugs = vocabulary().drugs
+    assert {k: d.exposure_after_last_dose_days for k, d in drugs.items() if d.exposure_after_last_dose_days} == \
+        {"tocilizumab": 28, "emapalumab": 28}
+    assert _exposure_days("x", None) is None
+    for bad in ({"after_last_dose_days": 28}, {"after_last_dose_days": "28d", "basis": "b"},
+                {"after_last_dose_days": 0, "basis": "b"}, {"after_last_dose_days": True, "basis": "b"}):
+        with pytest.raises(ValueError, match=r"x\.exposure"):
+            _exposure_days("x", bad)
