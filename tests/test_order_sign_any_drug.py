@@ -78,7 +78,7 @@ def test_draft_order_of_another_drug_gets_no_hypersensitivity_card(view: Knowled
 def test_draft_order_after_an_undecided_reaction_is_never_silent(view: KnowledgeBaseView) -> None:
     """Urticaria 30 minutes after anakinra, no blood pressure or severity recorded: whether it was serious cannot
     be decided. A new anakinra order still gets a card from the order rule, naming the reaction and what to
-    record (an undecided card, indicator info)."""
+    record: an undecided card, at warning rather than info, since the rule decided would be critical."""
     pid = "ana-undecided"
     record = _anakinra_reaction_record(pid)
     allergy = next(r for r in record if r["resourceType"] == "AllergyIntolerance")
@@ -87,5 +87,7 @@ def test_draft_order_after_an_undecided_reaction_is_never_silent(view: Knowledge
     (card,) = [c for c in body["cards"]
                if c["extension"]["org.mascds"].get("rule_id") == "sampson2006.order-after-serious-reaction"]
     assert card["extension"]["org.mascds"]["kind"] == "undecided"
+    assert card["indicator"] == "warning"
+    assert "would give a critical warning about the order being signed" in card["detail"]
     assert "systolic blood pressure during the reaction" in card["summary"]
     assert "reaction to anakinra" in card["detail"] and "severity" in card["detail"]

@@ -117,6 +117,7 @@ class RuleInfo:
     citations: tuple[Citation, ...]
     condition_drugs: frozenset[str]  # drugs its conditions name (classes expanded)
     action_drugs: frozenset[str]  # drugs its actions name (classes expanded)
+    indicator: str | None = None  # the urgency of its recommendation when it fires (None: an assessment)
 
 
 def _drug_fields(node: Any) -> Iterator[str]:
@@ -160,7 +161,7 @@ class KnowledgeBaseView:
                               if isinstance(a.target, str) for d in v.target_drugs(a.target))
             cites = tuple(Citation(s.reference, s.reported, s.doi, s.pmid) for s in rule.sources)
             rules[cr.id] = RuleInfo(cr.id, rule.version, text_in(rule.title), rule.evidence_level, cites, named,
-                                    acted)
+                                    acted, rule.recommend.indicator if rule.recommend else None)
         # The vocabulary's names first (a body weight is an observation even when a dose rule asks for it), then
         # whatever the compiled conditions say they are missing, then the sections' own names.
         sections: dict[str, str] = {}
@@ -413,13 +414,18 @@ def undecided_summary(title: str, names: list[str]) -> str:
     return head + fit(title, room) + tail(1) if room >= 20 else fit(head + title + tail(1))
 
 
-def undecided_card(u: Undecided, view: KnowledgeBaseView, ctx: CardContext, assessment: Assessment | None) -> Card:
+def undecided_card(u: Undecided, view: KnowledgeBaseView, ctx: CardContext, assessment: Assessment | None,
+                   indicator: str = "info") -> Card:
+    """``indicator`` "warning": the undecided rule would give a critical card about an order being signed."""
     names, missing = _missing_lines(u, view, ctx)
     info = view.rules.get(u.rule_id)
     citations = info.citations if info else ()
     summary = undecided_summary(u.title, list(dict.fromkeys(names)))
     lines = [f"This {'recommendation' if u.produces == 'recommendation' else 'assessment'} could not be decided "
              "from the record. To decide it:", *missing]
+    if indicator == "warning":
+        lines = ["Decided, this rule would give a critical warning about the order being signed; check before "
+                 "signing.", "", *lines]
     if assessment is not None and assessment.value_range is not None:
         lo, hi = assessment.value_range
         span = f"at least {lo:g}" if hi is None else f"between {lo:g} and {hi:g}"
@@ -427,9 +433,9 @@ def undecided_card(u: Undecided, view: KnowledgeBaseView, ctx: CardContext, asse
     lines += ["", "**Sources**", *_sources_md(citations), "",
               *_footer(view, u.rule_id, u.rule_version, info.evidence_level if info else "")]
     source = _source(citations, view.label).model_copy(update={"topic": _topic(u.rule_id, u.title)})
-    return _card(uuid=str(uuid.uuid4()), summary=summary, detail="\n".join(lines), indicator="info", source=source,
-                overrideReasons=_override(_INFO_REASONS), links=_links(view, ctx, u.rule_id),
-                extension=_extension(u.rule_id, u.rule_version, "undecided"))
+    return _card(uuid=str(uuid.uuid4()), summary=summary, detail="\n".join(lines), indicator=indicator,
+                 source=source, overrideReasons=_override(_INFO_REASONS), links=_links(view, ctx, u.rule_id),
+                 extension=_extension(u.rule_id, u.rule_version, "undecided"))
 
 
 def assessment_card(a: Assessment, view: KnowledgeBaseView, ctx: CardContext) -> Card:
@@ -560,7 +566,12 @@ def build_cards(result: Result, view: KnowledgeBaseView, ctx: CardContext) -> li
         if order_sign and not _relevant(view, u.rule_id, drafts, None):
             continue
         n += 1
-        cards.append((_INDICATOR_RANK["info"], n, undecided_card(u, view, ctx, by_rule.get(u.rule_id))))
+        # An order of a drug that a critical rule might be about (a recorded reaction to it, not yet decided
+        # serious): never a quiet info card while it is being signed.
+        info = view.rules.get(u.rule_id)
+        indicator = "warning" if order_sign and info is not None and info.indicator == "critical" else "info"
+        cards.append((_INDICATOR_RANK[indicator], n, undecided_card(u, view, ctx, by_rule.get(u.rule_id),
+                                                                    indicator)))
     if result.errors:
         lines = ["These rules could not be evaluated, so their advice is missing from this answer:",
                  *(f"- `{e.rule_id}`: {md(e.message)}" for e in result.errors)]
