@@ -91,6 +91,18 @@ def time_evaluate(kb: engine.KnowledgeBase, data: list[tuple[engine.Snapshot, in
     return out
 
 
+def match_once(backend: Any, facts: list[Any], queries: list[str]) -> None:
+    """The match stage of one evaluation: a fresh session, the facts added, every query's tuples read, the
+    session closed (also timed by benchmarks/match_bench.py and benchmarks/peers/peers_bench.py)."""
+    session = backend.open()
+    try:
+        session.add(facts)
+        for q in queries:
+            session.tuples(q)
+    finally:
+        session.close()
+
+
 def time_match(kb: engine.KnowledgeBase, data: list[tuple[engine.Snapshot, int]], backend: str) -> list[float]:
     be = kb.backend(backend)  # type: ignore[arg-type]
     queries = list(kb.compiled.queries)
@@ -98,13 +110,7 @@ def time_match(kb: engine.KnowledgeBase, data: list[tuple[engine.Snapshot, int]]
     for snap, at in data:
         facts = [*build_facts(snap, at), clock_fact(at)]
         t0 = time.perf_counter()
-        session = be.open()
-        try:
-            session.add(facts)
-            for q in queries:
-                session.tuples(q)
-        finally:
-            session.close()
+        match_once(be, facts, queries)
         out.append(time.perf_counter() - t0)
     return out
 

@@ -46,6 +46,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 import mas2016 as m  # noqa: E402
 
 import engine  # noqa: E402
+from benchmarks.bench import match_once  # noqa: E402
 from engine.facts import build_facts, clock_fact  # noqa: E402
 
 Inputs = Sequence[tuple[engine.Snapshot, int]]
@@ -86,14 +87,7 @@ def match_stage(kb: engine.KnowledgeBase) -> Callable[[engine.Snapshot, int], ob
     queries = list(kb.compiled.queries)
 
     def run(snap: engine.Snapshot, at: int) -> object:
-        facts = [*build_facts(snap, at), clock_fact(at)]
-        session = be.open()
-        try:
-            session.add(facts)
-            for q in queries:
-                session.tuples(q)
-        finally:
-            session.close()
+        match_once(be, [*build_facts(snap, at), clock_fact(at)], queries)
         return None
     return run
 
