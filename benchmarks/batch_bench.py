@@ -187,7 +187,15 @@ def show(f: dict[str, Any]) -> None:
                 print(f"dask, {w} worker{'s' if w > 1 else ''}, client-side stages (s): "
                       + ", ".join(f"{k} {v:.2f}" for k, v in st["stages_s"].items())
                       + f"; straggler {st['straggler_s']:.2f} s (last worker's end - first worker's end)")
-        print(f"{kind}: 1 worker {one['patients_per_s']:.1f} patients/s ({per:.2f} ms/patient, "
+            # steady state: the evaluation stage alone (the partition tasks, once the split is done), without the
+            # run's fixed costs (split pass, Parquet merge, summary, chart) - the rate a much larger run tends to
+            # only as far as the split pass is a small part of it; the whole-run figures below include everything
+            steady = {w: f["patients"] / f[kind][w]["stages_s"]["evaluate"] for w in (1, 2)}
+            print(f"dask, steady state (evaluation stage only): 1 worker {steady[1]:.1f} patients/s "
+                  f"({1000 / steady[1]:.2f} ms/patient, {1000 / steady[1] / ip['read_and_evaluate']:.2f}x read + "
+                  f"evaluate in process), 2 workers {steady[2]:.1f} patients/s, scaling {steady[2] / steady[1]:.2f}x")
+        label = "dask, whole run" if kind == "dask" else kind
+        print(f"{label}: 1 worker {one['patients_per_s']:.1f} patients/s ({per:.2f} ms/patient, "
               f"{per / ip['read_and_evaluate']:.2f}x read + evaluate in process), 2 workers "
               f"{two['patients_per_s']:.1f} patients/s, scaling {two['patients_per_s'] / one['patients_per_s']:.2f}x"
               + extra)
