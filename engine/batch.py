@@ -399,9 +399,9 @@ def files_task(content_hash: str, tasks: Sequence[FileTask], options: Options, s
 
 
 def partition_task(content_hash: str, label: str, spill: str, partition: int, skip: Sequence[str],
-                   options: Options, parts: str | None, after: Sequence[Any] = ()) -> TaskRows:
-    """:func:`engine.bulk.run_partition` as a Dask task (see :func:`files_task`); ``after`` are the split tasks'
-    results, passed only so that the scheduler starts this task when the split is done."""
+                   options: Options, parts: str | None) -> TaskRows:
+    """:func:`engine.bulk.run_partition` as a Dask task (see :func:`files_task`), submitted once the export's
+    split is done."""
     from .bulk import run_partition
 
     started = time.time()
