@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
-from engine.batch import Options, install_kb, kb_payload  # noqa: E402
-from engine.batch_run import run_batch  # noqa: E402
-from engine.bulk import plan_chunks, run_partition, split_chunk  # noqa: E402
+from engine.population.batch import install_kb, kb_payload  # noqa: E402
+from engine.population.batch_run import run_batch  # noqa: E402
+from engine.population.bulk import Options, plan_chunks, run_partition, split_chunk  # noqa: E402
 from tests.bulkdata import write_export  # noqa: E402
 
 PARTITIONS = 8
@@ -100,7 +100,7 @@ def main() -> None:
         figures["export_mib"] = round(sum(p.stat().st_size for p in (t / "export").iterdir()) / (1 << 20), 1)
 
         # in process
-        from engine.fhir import snapshot_from_resources
+        from engine.records.fhir import snapshot_from_resources
 
         t0 = time.perf_counter()
         snaps = [snapshot_from_resources(r, "bench").snapshot for r in records]

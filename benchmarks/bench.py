@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
-from engine.facts import build_facts, clock_fact  # noqa: E402
+from engine.runtime.facts import build_facts, clock_fact  # noqa: E402
 from tests import generate  # noqa: E402
 
 

@@ -32,14 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from benchmarks.bench import pin_one_core  # noqa: E402
-from engine.fhir import (  # noqa: E402
-    RELEVANT_TYPES,
-    FhirIngest,
-    load_fhir,
-    snapshot_from_bundle,
-    snapshot_from_resources,
-)
-from engine.fhir_codes import code_tables  # noqa: E402
+from engine.records.fhir import RELEVANT_TYPES, FhirIngest, load_fhir, snapshot_from_bundle, snapshot_from_resources  # noqa: E402
+from engine.records.fhir_codes import code_tables  # noqa: E402
 
 
 def mapped_by_type(ingest: FhirIngest, labels: dict[str, str], patients: set[str]) -> Counter[str]:

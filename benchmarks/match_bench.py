@@ -4,7 +4,8 @@
 
 The match stage is what the evaluation asks of the backend: open a session, assert the snapshot's facts, read
 every query's tuples, close. "old" proves every fact was kept with a catch-all rule that returns every fact;
-"new" checks the ids' hashes before sending and closes each batch with a sentinel fact (engine/durable_backend.py).
+"new" checks the ids' hashes before sending and closes each batch with a sentinel fact
+(engine/runtime/durable_backend.py).
 Both run on the same generated snapshots as benchmarks/bench.py (tests/generate.py, 30-60 facts), pinned to one
 core, in alternating rounds.
 
@@ -29,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from benchmarks.bench import match_once  # noqa: E402
-from engine.durable_backend import DurableBackend, tune_allocator  # noqa: E402
-from engine.facts import Fact, build_facts, clock_fact  # noqa: E402
+from engine.runtime.durable_backend import DurableBackend, tune_allocator  # noqa: E402
+from engine.runtime.facts import Fact, build_facts, clock_fact  # noqa: E402
 from tests import generate  # noqa: E402
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from benchmarks.bench import pin_one_core  # noqa: E402
-from engine.timeline import replay  # noqa: E402
+from engine.outputs.timeline import replay  # noqa: E402
 from tests import generate  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
                 replay(kb, snap, backend=args.backend, incremental=incremental)
                 timings[incremental].append(time.perf_counter() - t0)
         inc, scratch = statistics.median(timings[True]), statistics.median(timings[False])
-        facts = len(engine.facts.build_facts(snap, snap.event_times()[-1]))
+        facts = len(engine.runtime.facts.build_facts(snap, snap.event_times()[-1]))
         rows.append({"days": days, "events": n, "facts_at_end": facts, "incremental_s": round(inc, 3),
                      "scratch_s": round(scratch, 3), "incremental_ms_per_event": round(1000 * inc / n, 2),
                      "scratch_ms_per_event": round(1000 * scratch / n, 2), "speed-up": round(scratch / inc, 2)})

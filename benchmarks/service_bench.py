@@ -297,7 +297,7 @@ def stages(size: str, n: int, warmup: int = 30) -> None:
     """Median CPU time per stage of one call, in-process and unprofiled: reading the request, FHIR validation and
     mapping to a snapshot, evaluation, and the whole call (``evaluate_call``: FHIR + evaluation + cards)."""
     import engine
-    from engine.fhir import snapshot_from_resources
+    from engine.records.fhir import snapshot_from_resources
     from engine.service.app import evaluate_call
     from engine.service.cards import KnowledgeBaseView
     from engine.service.prefetch import SERVICES, Gathered

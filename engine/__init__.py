@@ -33,25 +33,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import Diagnostic, EvaluationError, LoadError, MascdsError, UsageError
-from .explain import ExplainNode, Explanation
-from .ingest import load_case, snapshot_from_dict
-from .kb import BackendName, KnowledgeBase, load_knowledge_base, validate_knowledge_base
-from .result import Action, Assessment, Citation, Matched, Recommendation, Result, Undecided
-from .snapshot import Snapshot
-from .timeline import Replay, Span
+from .core.errors import Diagnostic, EvaluationError, LoadError, MascdsError, UsageError
+from .core.snapshot import Snapshot
+from .outputs.explain import ExplainNode, Explanation
+from .outputs.timeline import Replay, Span
+from .records.ingest import load_case, snapshot_from_dict
+from .runtime.kb import BackendName, KnowledgeBase, load_knowledge_base, validate_knowledge_base
+from .runtime.result import Action, Assessment, Citation, Matched, Recommendation, Result, Undecided
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from .fhir import FhirIngest, is_fhir_bundle, load_fhir, snapshot_from_bundle, snapshot_from_resources
-    from .fhir_export import case_to_bundle
+    from .records.fhir import FhirIngest, is_fhir_bundle, load_fhir, snapshot_from_bundle, snapshot_from_resources
+    from .records.fhir_export import case_to_bundle
 
 __version__ = "0.1.0"
 
 # FHIR support loads fhir.resources (about 0.15 s): imported on first use, not with every `mascds` command.
-_LAZY = {"FhirIngest": "fhir", "is_fhir_bundle": "fhir", "load_fhir": "fhir", "snapshot_from_bundle": "fhir",
-         "snapshot_from_resources": "fhir", "case_to_bundle": "fhir_export"}
+_LAZY = {"FhirIngest": "records.fhir", "is_fhir_bundle": "records.fhir", "load_fhir": "records.fhir",
+         "snapshot_from_bundle": "records.fhir", "snapshot_from_resources": "records.fhir",
+         "case_to_bundle": "records.fhir_export"}
 
 
 def __getattr__(name: str) -> Any:
@@ -110,8 +111,8 @@ def evaluate(kb: KnowledgeBase, snapshot: Snapshot, at: int | str | datetime | N
 def explain(kb: KnowledgeBase, snapshot: Snapshot, rule_id: str, at: int | str | datetime | None = None,
             backend: BackendName = "durable", lang: str = "en") -> Explanation:
     """Why ``rule_id`` fired or did not at ``at``: every condition, its verdict, values seen and what is missing."""
-    from .explain import check_rule_id, explain_result
-    from .rulemodel import text_in
+    from .language.rulemodel import text_in
+    from .outputs.explain import check_rule_id, explain_result
 
     check_rule_id(rule_id, kb.rule_ids)
     result = kb.evaluate(snapshot, at, backend=backend, lang=lang)
@@ -123,7 +124,7 @@ def replay(kb: KnowledgeBase, snapshot: Snapshot, times: Sequence[int] | None = 
            backend: BackendName = "durable", lang: str = "en", incremental: bool = True) -> Replay:
     """Evaluate ``snapshot`` at each of ``times`` (default: every event of its timeline) in one incremental
     session - the same results as evaluating each time on its own - and say when each finding held."""
-    from .timeline import replay as run
+    from .outputs.timeline import replay as run
 
     return run(kb, snapshot, times, backend=backend, lang=lang, incremental=incremental)
 
@@ -134,6 +135,6 @@ def evaluate_many(kb: KnowledgeBase, snapshots: Iterable[Snapshot], at: int | st
     """Evaluate each snapshot as of ``at`` (default: its own last event), or with ``every_event`` at every event
     of its timeline, yielding the results in order - the building block of ``mascds batch``. A snapshot that
     cannot be evaluated raises, or with ``on_error`` is reported to it and skipped."""
-    from .batch import evaluate_many as run
+    from .population.batch import evaluate_many as run
 
     return run(kb, snapshots, at, every_event=every_event, backend=backend, lang=lang, on_error=on_error)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import engine
-from engine.templates import parse
+from engine.language.templates import parse
 
 if TYPE_CHECKING:
     from tests.test_service_harness import FakeEhr, Keys, Tokens

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import random
 
-from engine.snapshot import Course, Diagnosis, Finding, Observation, Order, OrganSupport, Patient, Reaction, Snapshot
-from engine.units import parse_dose
+from engine.core.snapshot import (
+    Course,
+    Diagnosis,
+    Finding,
+    Observation,
+    Order,
+    OrganSupport,
+    Patient,
+    Reaction,
+    Snapshot,
+)
+from engine.core.units import parse_dose
 
 DAY = 86400
 START = 1_704_067_200  # 2024-01-01T00:00:00Z

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.snapshot import Snapshot
-from engine.units import Dose
+from engine.core.snapshot import Snapshot
+from engine.core.units import Dose
 
 # 1e-12 .. 1e15 in both signs, with a mantissa that is not a power of ten, and zero.
 MAGNITUDES = sorted({sign * mantissa * 10.0 ** k for k in range(-12, 16) for mantissa in (1.0, 2.5)

@@ -1,6 +1,6 @@
-"""Anaphylaxis decided per reaction (engine/anaphylaxis.py): a table of recorded reactions and what the NIAID/FAAN
-2006 and WAO 2020 criteria make of them, the age-specific low systolic limits, and what an undecided answer asks
-to record."""
+"""Anaphylaxis decided per reaction (engine/runtime/anaphylaxis.py): a table of recorded reactions and what the
+NIAID/FAAN 2006 and WAO 2020 criteria make of them, the age-specific low systolic limits, and what an undecided
+answer asks to record."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import engine
-from engine.anaphylaxis import assess, low_systolic_limit
-from engine.times import parse_time
+from engine.core.times import parse_time
+from engine.runtime.anaphylaxis import assess, low_systolic_limit
 
 DOSE = "day 1 10:00"
 

@@ -34,7 +34,7 @@ def test_exported_members_are_exactly_the_public_api() -> None:
 
 def test_only_one_module_imports_durable_rules() -> None:
     importers = []
-    for path in (ROOT / "engine").glob("*.py"):
+    for path in (ROOT / "engine").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
@@ -97,7 +97,7 @@ def test_load_errors_are_collected_and_sorted(tmp_path: Path) -> None:
 
 
 def test_every_diagnostic_code_is_documented() -> None:
-    from engine.errors import CODES
+    from engine.core.errors import CODES
 
     doc = (ROOT / "docs" / "error-codes.md").read_text()
     for code, title in CODES.items():
@@ -105,7 +105,7 @@ def test_every_diagnostic_code_is_documented() -> None:
 
 
 def test_committed_schemas_match_the_models() -> None:
-    from engine.schemas import KINDS, generate_text
+    from engine.authoring.schemas import KINDS, generate_text
 
     for kind in KINDS:
         assert (ROOT / "schemas" / f"{kind}.schema.json").read_text() == generate_text(kind), (

@@ -16,10 +16,18 @@ from typing import Any
 import pytest
 
 import engine
-from engine.batch import FileTask, Options, _load_file, install_kb, kb_payload, result_row, rule_kinds
-from engine.batch_run import Progress, journal_rows, run_batch
-from engine.bulk import PATIENT_TYPES, SHARED_TYPES, partition_keys, plan_chunks, run_partition, split_chunk
 from engine.cli import main
+from engine.population.batch import FileTask, _load_file, install_kb, kb_payload, result_row, rule_kinds
+from engine.population.batch_run import Progress, journal_rows, run_batch
+from engine.population.bulk import (
+    PATIENT_TYPES,
+    SHARED_TYPES,
+    Options,
+    partition_keys,
+    plan_chunks,
+    run_partition,
+    split_chunk,
+)
 
 from .bulkdata import write_export
 from .conftest import CASES, RULES, SHARED
@@ -304,8 +312,8 @@ def test_cli_batch_without_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_defect_on_one_patient_is_a_row_and_exit_70(kb: engine.KnowledgeBase, tmp_path: Path) -> None:
-    from engine.batch import patient_rows
-    from engine.batch_run import BatchOutcome, summarise
+    from engine.population.batch import patient_rows
+    from engine.population.batch_run import BatchOutcome, summarise
 
     def boom() -> engine.Snapshot:
         raise RuntimeError("boom")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.casetest import case_files, check_expectation
+from engine.authoring.casetest import case_files, check_expectation
 
 from .conftest import CASES, RULES, fixture_kbs
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.catalogue import render_catalogue
+from engine.authoring.catalogue import render_catalogue
 from engine.cli import main
 
 from .conftest import ROOT, RULES

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.errors import LoadError
+from engine.core.errors import LoadError
 
 from .conftest import RULES
 

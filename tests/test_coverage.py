@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import engine
+from engine.authoring.coverage import measure_coverage
 from engine.cli import main
-from engine.coverage import measure_coverage
 
 from .conftest import CASES, RULES
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.errors import CODES, LoadError
+from engine.core.errors import CODES, LoadError
 
 from .conftest import write_kb
 
@@ -107,7 +107,7 @@ def test_unreadable_file_is_e004(tmp_path: Path) -> None:
 
 
 def test_engine_limit_failure_is_e300(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.durable_backend as db
+    import engine.runtime.durable_backend as db
 
     def refuse(name: str, text: str) -> int:
         raise db._dre.error("Could not create ruleset, error code: 108")

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 import engine
-from engine.casetest import case_files
-from engine.evaluate import evaluate_snapshot
-from engine.snapshot import Snapshot
+from engine.authoring.casetest import case_files
+from engine.core.snapshot import Snapshot
+from engine.runtime.evaluate import evaluate_snapshot
 
 from . import generate
 from .conftest import CASES, FIXTURES, RULES

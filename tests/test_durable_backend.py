@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.durable_backend import (
+from engine.compiler.ir import AnyOf, FieldRef, FieldTest, Pattern, Query
+from engine.core.errors import EvaluationError
+from engine.runtime.durable_backend import (
     ENGINE_NUMBER,
     MAX_FACTS,
     DurableBackend,
@@ -24,9 +26,7 @@ from engine.durable_backend import (
     pattern_json,
     shard,
 )
-from engine.errors import EvaluationError
-from engine.facts import Fact
-from engine.ir import AnyOf, FieldRef, FieldTest, Pattern, Query
+from engine.runtime.facts import Fact
 
 from .conftest import CASES, RULES, fixture_kbs, rule_text, write_kb
 from .magnitudes import MAGNITUDES, with_value
@@ -308,8 +308,8 @@ def test_a_fact_number_orjson_would_write_wrongly_is_refused_not_sent(value: flo
 
 
 def test_the_fast_path_and_the_exact_encoder_write_the_same_facts(kb: engine.KnowledgeBase) -> None:
-    from engine.durable_backend import engine_json, facts_json
-    from engine.facts import build_facts, clock_fact
+    from engine.runtime.durable_backend import engine_json, facts_json
+    from engine.runtime.facts import build_facts, clock_fact
 
     for path in sorted(CASES.rglob("*.yaml")):
         snap = engine.load_case(path)

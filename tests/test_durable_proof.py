@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 import engine
-from engine import durable_backend as db
-from engine.durable_backend import DurableBackend
-from engine.errors import EvaluationError
-from engine.facts import Fact, build_facts, clock_fact
-from engine.ir import FieldTest, Pattern, Query
+from engine.compiler.ir import FieldTest, Pattern, Query
+from engine.core.errors import EvaluationError
+from engine.runtime import durable_backend as db
+from engine.runtime.durable_backend import DurableBackend
+from engine.runtime.facts import Fact, build_facts, clock_fact
 
 from . import generate
 from .conftest import ROOT
@@ -28,10 +28,10 @@ OBS = {"q1": Query("q1", (), Pattern("obs", (FieldTest("v", "gt", 1.0),)))}
 # it stops reading there and the rest of the batch is lost without any error code.
 LOSE_ONE = textwrap.dedent("""
     import sys, orjson
-    from engine import durable_backend as db
-    from engine.errors import EvaluationError
-    from engine.facts import Fact
-    from engine.ir import FieldTest, Pattern, Query
+    from engine.runtime import durable_backend as db
+    from engine.core.errors import EvaluationError
+    from engine.runtime.facts import Fact
+    from engine.compiler.ir import FieldTest, Pattern, Query
     db.facts_json = lambda rows: orjson.dumps(rows).decode().replace("0.0000005", "5e-07")
     be = db.DurableBackend({"q1": Query("q1", (), Pattern("obs", (FieldTest("v", "gt", 1.0),)))},
                            catch_all=sys.argv[1] == "old")
@@ -153,8 +153,8 @@ def test_old_and_new_proof_give_identical_tuples(kb: engine.KnowledgeBase) -> No
 ALLOCATOR = textwrap.dedent("""
     import json, random, resource
     import engine
-    from engine.durable_backend import DurableBackend, tune_allocator
-    from engine.facts import build_facts, clock_fact
+    from engine.runtime.durable_backend import DurableBackend, tune_allocator
+    from engine.runtime.facts import build_facts, clock_fact
     from tests import generate
     kb = engine.load_knowledge_base("rules")
     be = DurableBackend(dict(kb.compiled.queries), tune=False)

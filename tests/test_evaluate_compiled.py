@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import engine
-from engine.casetest import case_files
-from engine.timeline import replay
+from engine.authoring.casetest import case_files
+from engine.outputs.timeline import replay
 
 from . import generate
 from .conftest import CASES, fixture_kbs

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import engine
-from engine.fhir import FhirIngest, load_fhir, snapshot_from_bundle, snapshot_from_resources
-from engine.times import parse_time
+from engine.core.times import parse_time
+from engine.records.fhir import FhirIngest, load_fhir, snapshot_from_bundle, snapshot_from_resources
 
 from .conftest import FIXTURES, SHARED
 
@@ -534,8 +534,8 @@ def test_times_before_birth_are_input_errors() -> None:
 # --- the code tables ---------------------------------------------------------------------------------------
 
 def test_every_code_written_for_a_term_reads_back_as_that_term() -> None:
-    from engine.fhir_codes import code_tables
-    from engine.vocab import vocabulary
+    from engine.core.vocab import vocabulary
+    from engine.records.fhir_codes import code_tables
 
     tables, v = code_tables(), vocabulary()
     checked = 0

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import engine
-from engine.casetest import case_files
+from engine.authoring.casetest import case_files
 
 from .conftest import CASES
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import engine
-from engine.errors import LoadError
-from engine.fhir import load_fhir, snapshot_from_bundle, snapshot_from_resources
+from engine.core.errors import LoadError
+from engine.records.fhir import load_fhir, snapshot_from_bundle, snapshot_from_resources
 
 from .conftest import CASES
 from .test_fhir import LOINC, UCUM, bundle, cc, obs, read

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import engine
-from engine.anaphylaxis import assess
+from engine.runtime.anaphylaxis import assess
 
 SCT = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

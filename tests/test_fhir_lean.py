@@ -1,4 +1,5 @@
-"""The lean FHIR read path (engine.fhir_lean, the default) against the strict one (fhir.resources, --strict-fhir).
+"""The lean FHIR read path (engine.records.fhir_lean, the default) against the strict one (fhir.resources,
+--strict-fhir).
 
 On every HL7 R4 example, every Synthea bundle, the FHIR fixtures, a corpus of bad and hostile inputs and mutated
 bundles (hypothesis), both paths must give the same outcome: the same snapshot (entries, warnings, input errors)
@@ -28,9 +29,9 @@ import msgspec
 import pytest
 from hypothesis import event, example, given
 
-from engine import fhir_lean
-from engine.errors import LoadError, MascdsError
-from engine.fhir import load_fhir, snapshot_from_bundle, snapshot_from_resources
+from engine.core.errors import LoadError, MascdsError
+from engine.records import fhir_lean
+from engine.records.fhir import load_fhir, snapshot_from_bundle, snapshot_from_resources
 
 from .conftest import FIXTURES, SHARED
 from .fuzz.conftest import fuzz
@@ -105,7 +106,7 @@ def reads_element(rtype: str, loc: tuple[Any, ...], raw: dict[str, Any]) -> bool
 
 def _model_errors(raw: dict[str, Any]) -> list[tuple[Any, ...]]:
     """The locations of the errors the fhir.resources model reports on a resource (the first five, as
-    engine.fhir reports them); [] when it takes the resource."""
+    engine.records.fhir reports them); [] when it takes the resource."""
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
 
@@ -362,9 +363,9 @@ def test_the_service_reads_with_the_lean_path_unless_configured_strict() -> None
 
 
 def test_the_table_of_element_names_is_the_installed_models() -> None:
-    """engine.fhir_elements is generated from fhir.resources: regenerate it (python -m engine.fhir_elements) when
-    the models change, so that both paths keep refusing the same names."""
-    from engine.fhir_elements import ELEMENTS, generate
+    """engine.records.fhir_elements is generated from fhir.resources: regenerate it (python -m
+    engine.records.fhir_elements) when the models change, so that both paths keep refusing the same names."""
+    from engine.records.fhir_elements import ELEMENTS, generate
 
     assert {k: frozenset(v) for k, v in generate().items()} == ELEMENTS
 

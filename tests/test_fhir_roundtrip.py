@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import engine
-from engine.casetest import case_files
-from engine.fhir_export import snapshot_to_case
+from engine.authoring.casetest import case_files
+from engine.records.fhir_export import snapshot_to_case
 
 from .conftest import CASES
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 import engine
-from engine.render import missing_detail, missing_what, render_text
-from engine.rulemodel import text_in
-from engine.times import relative_label, relative_label_in
-from engine.vocab import TABLES, vocabulary
+from engine.core.times import relative_label, relative_label_in
+from engine.core.vocab import TABLES, vocabulary
+from engine.language.rulemodel import text_in
+from engine.outputs.render import missing_detail, missing_what, render_text
 
 from .conftest import CASES, RULES, rationale_values
 

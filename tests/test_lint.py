@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.authoring.lint import lint_knowledge_base
 from engine.cli import main
-from engine.errors import CODES
-from engine.lint import lint_knowledge_base
+from engine.core.errors import CODES
 
 from .conftest import CASES, RULES
 

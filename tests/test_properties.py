@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.vocab import vocabulary
+from engine.core.vocab import vocabulary
 
 from .conftest import RULES
 

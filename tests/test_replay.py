@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import engine
-import engine.timeline
+import engine.outputs.timeline
 from engine import replay
-from engine.casetest import case_files
+from engine.authoring.casetest import case_files
 from engine.cli import main
 
 from . import generate
@@ -27,7 +27,7 @@ def shipped() -> engine.KnowledgeBase:
     return engine.load_knowledge_base(RULES)
 
 
-def _same(a: engine.timeline.Replay, b: engine.timeline.Replay) -> None:
+def _same(a: engine.outputs.timeline.Replay, b: engine.outputs.timeline.Replay) -> None:
     assert a.times == b.times
     for t, x, y in zip(a.times, a.results, b.results, strict=True):
         assert x.to_json() == y.to_json(), f"{a.snapshot.id} at {t}"
@@ -45,7 +45,7 @@ def test_a_long_timeline_in_several_sessions_still_equals_from_scratch(shipped: 
     """60 days (191 events); the session is renewed every few hundred ids, as it is for very long records."""
     snap = engine.snapshot_from_dict(generate.long_timeline(60))
     assert len(snap.event_times()) == 191
-    monkeypatch.setattr(engine.timeline, "SESSION_IDS", 600)
+    monkeypatch.setattr(engine.outputs.timeline, "SESSION_IDS", 600)
     _same(replay(shipped, snap), replay(shipped, snap, incremental=False))
 
 

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from engine.schemas import KINDS, generate
+from engine.authoring.schemas import KINDS, generate
 
 from .conftest import CASES, ROOT, RULES
 
@@ -23,8 +23,8 @@ _DATA_KEYS = ("examples", "default", "enum", "const")
 
 
 class _TextTimestamps(yaml.SafeLoader):
-    """``yaml.safe_load``, except that timestamps stay text as written: the engine (``engine.source``) and YAML 1.2
-    editors read ``start: 2024-03-01`` as a string, not a date."""
+    """``yaml.safe_load``, except that timestamps stay text as written: the engine (``engine.language.source``)
+    and YAML 1.2 editors read ``start: 2024-03-01`` as a string, not a date."""
 
 
 def _as_written(loader: yaml.SafeLoader, node: yaml.Node) -> str:

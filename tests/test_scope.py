@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 import engine
-from engine.casetest import run_cases
-from engine.errors import LoadError
-from engine.fhir import load_fhir
-from engine.render import render_text
-from engine.scope import decide_scope
+from engine.authoring.casetest import run_cases
+from engine.core.errors import LoadError
+from engine.language.scope import decide_scope
+from engine.outputs.render import render_text
+from engine.records.fhir import load_fhir
 from engine.service.cards import CardContext, KnowledgeBaseView, build_cards
 from engine.service.models import CDSHooksResponse
 

@@ -18,11 +18,11 @@ import httpx
 import pytest
 
 import engine
-from engine.fhir import snapshot_from_resources
-from engine.fhir_codes import code_tables
-from engine.result import Result
+from engine.core.vocab import vocabulary
+from engine.records.fhir import snapshot_from_resources
+from engine.records.fhir_codes import code_tables
+from engine.runtime.result import Result
 from engine.service.prefetch import on_server
-from engine.vocab import vocabulary
 from tests.test_service_harness import (
     FHIR_TOKEN,
     ORDER_SIGN,

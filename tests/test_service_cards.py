@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 import engine
-from engine.result import Result
+from engine.runtime.result import Result
 from engine.service.app import Problem, draft_resources, evaluate_call
 from engine.service.cards import CardContext, KnowledgeBaseView, build_cards, fit, md, undecided_summary
 from engine.service.models import SUMMARY_LIMIT, CDSHooksResponse, OrderSignContext, PatientViewContext

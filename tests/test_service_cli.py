@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from engine.errors import UsageError
+from engine.core.errors import UsageError
 from engine.service.config import load_settings
 from tests.test_service_harness import (
     PATIENT_VIEW,

@@ -38,8 +38,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from engine.core.vocab import vocabulary
 from engine.service.models import CDSHooksResponse, CDSServicesResponse, OperationOutcome
-from engine.vocab import vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "tests" / "fixtures" / "cds-hooks"

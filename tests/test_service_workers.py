@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from engine.errors import UsageError
+from engine.core.errors import UsageError
 from engine.service.config import Settings
 from engine.service.workers import worker_settings
 from tests.test_service_harness import (

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 import engine
+from engine.runtime.timing import TIME_WARNING_PREFIX, longest_lookback
 from engine.service.cards import CardContext, KnowledgeBaseView, build_cards
 from engine.service.models import CDSHooksResponse
-from engine.timing import TIME_WARNING_PREFIX, longest_lookback
 
 from .conftest import CASES, RULES
 

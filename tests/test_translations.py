@@ -11,8 +11,8 @@ from functools import cache
 import pytest
 
 import engine
-from engine.rulemodel import LocalText, Rule, text_in
-from engine.templates import parse
+from engine.language.rulemodel import LocalText, Rule, text_in
+from engine.language.templates import parse
 
 from .conftest import CASES, RULES, rationale_values
 

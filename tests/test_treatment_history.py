@@ -21,13 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.errors import LoadError
-from engine.history import treatment_history
-from engine.regimen import course_regimen, prednisone_equivalent_per_day
-from engine.render import render_text
-from engine.result import Result
-from engine.times import parse_time
-from engine.vocab import vocabulary
+from engine.core.errors import LoadError
+from engine.core.times import parse_time
+from engine.core.vocab import vocabulary
+from engine.outputs.render import render_text
+from engine.runtime.history import treatment_history
+from engine.runtime.regimen import course_regimen, prednisone_equivalent_per_day
+from engine.runtime.result import Result
 
 from .conftest import CASES, RULES
 
@@ -134,7 +134,7 @@ def test_stopped_in_remission_is_not_a_failed_line(shipped: engine.KnowledgeBase
 
 
 def test_a_failed_drug_suppresses_its_class_but_not_a_sibling_drug() -> None:
-    from engine.history import Line, suppressing_line
+    from engine.runtime.history import Line, suppressing_line
 
     line = Line("anakinra", ("il1-inhibitor", "biologic"), "failed", 0, 1, "inefficacy", "inefficacy", None, None,
                 "anakinra: failed", ())
@@ -343,7 +343,7 @@ def test_stop_reason_is_read_from_fhir_status_reason(reason: dict[str, Any] | No
 
 
 def test_stop_reason_is_written_back_to_a_case_file() -> None:
-    from engine.fhir_export import snapshot_to_case
+    from engine.records.fhir_export import snapshot_to_case
 
     snap = engine.snapshot_from_bundle(_bundle_with_reason(None)).snapshot
     case, _ = snapshot_to_case(snap)
@@ -368,7 +368,7 @@ def test_the_card_says_why_a_failed_drug_is_not_suggested(shipped: engine.Knowle
 def test_drug_exposure_periods_are_whole_days_with_their_basis() -> None:
     """drugs.yaml ``exposure``: the shipped periods (tocilizumab, emapalumab) carry their basis; a malformed one
     is refused at load, naming the drug, rather than read as no period (which would shorten a safety window)."""
-    from engine.vocab import _exposure_days, vocabulary
+    from engine.core.vocab import _exposure_days, vocabulary
 
     drugs = vocabulary().drugs
     assert {k: d.exposure_after_last_dose_days for k, d in drugs.items() if d.exposure_after_last_dose_days} == \

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pint
 import pytest
 
-from engine.units import UnitError, to_canonical
-from engine.vocab import fold_unit, vocabulary
+from engine.core.units import UnitError, to_canonical
+from engine.core.vocab import fold_unit, vocabulary
 
 UREG = pint.UnitRegistry()
 COUNTS = [a for a, spec in vocabulary().analytes.items() if spec.canonical == "10*9/L"]

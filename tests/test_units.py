@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 import engine
-from engine.times import EARLIEST, LATEST, TimeFormatError, check_epoch, parse_time
-from engine.units import ImpossibleValue, from_canonical, parse_dose, shown, smallest_value, to_canonical
-from engine.vocab import vocabulary
+from engine.core.times import EARLIEST, LATEST, TimeFormatError, check_epoch, parse_time
+from engine.core.units import ImpossibleValue, from_canonical, parse_dose, shown, smallest_value, to_canonical
+from engine.core.vocab import vocabulary
 
 from .conftest import CASES, RULES
 

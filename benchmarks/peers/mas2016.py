@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import engine
-from engine.snapshot import Diagnosis, Observation, Patient, Snapshot
+from engine.core.snapshot import Diagnosis, Observation, Patient, Snapshot
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -343,7 +343,7 @@ def synthea_patients(limit: int | None = None) -> list[Path]:
 def bundle_time(bundle: dict[str, Any]) -> int:
     """The evaluation time for a Bundle written elsewhere: its latest Observation's effective time (every Synthea
     record ends at a different date), else now."""
-    from engine.times import parse_time
+    from engine.core.times import parse_time
 
     latest: int | None = None
     for entry in bundle.get("entry", ()):
@@ -366,7 +366,7 @@ class CqlRunner:
         import os
         import subprocess
 
-        from engine.times import iso
+        from engine.core.times import iso
 
         if not (HERE / "node_modules" / "cql-execution").is_dir():
             raise FileNotFoundError(f"{HERE / 'node_modules'} has no cql-execution: run `npm ci` in {HERE}")

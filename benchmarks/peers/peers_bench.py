@@ -47,7 +47,7 @@ import mas2016 as m  # noqa: E402
 
 import engine  # noqa: E402
 from benchmarks.bench import match_once  # noqa: E402
-from engine.facts import build_facts, clock_fact  # noqa: E402
+from engine.runtime.facts import build_facts, clock_fact  # noqa: E402
 
 Inputs = Sequence[tuple[engine.Snapshot, int]]
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..bulk import is_fhir_file as is_fhir_file  # noqa: PLC0414 - re-exported for the commands
+from ..population.bulk import is_fhir_file as is_fhir_file  # noqa: PLC0414 - re-exported for the commands
 
 if TYPE_CHECKING:
-    from ..kb import KnowledgeBase
-    from ..snapshot import Snapshot
-
-EXIT_OK, EXIT_INPUT, EXIT_TEST_FAILED, EXIT_EVALUATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3, 64, 70
+    from ..core.snapshot import Snapshot
+    from ..runtime.kb import KnowledgeBase
 
 
 def add_rules(p: argparse.ArgumentParser) -> None:
@@ -53,17 +49,12 @@ def width() -> int:
         return 100
 
 
-def print_diagnostics(diags: Sequence[Any]) -> None:
-    for d in diags:
-        print(d.format(), file=sys.stderr)
-
-
 def dump_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def load_kb(args: argparse.Namespace) -> KnowledgeBase:
-    from ..kb import load_knowledge_base
+    from ..runtime.kb import load_knowledge_base
 
     return load_knowledge_base(args.rules, include_drafts=args.drafts)
 
@@ -81,11 +72,11 @@ def add_strict_fhir(p: argparse.ArgumentParser) -> None:
 def load_snapshot(path: str, patient: str | None = None, strict_fhir: bool = False) -> Snapshot:
     """A patient record from a case file (YAML) or a FHIR R4 Bundle (JSON), told apart by the content;
     ``strict_fhir`` validates a bundle with the full fhir.resources models."""
-    from ..errors import UsageError
-    from ..ingest import load_case
+    from ..core.errors import UsageError
+    from ..records.ingest import load_case
 
     if is_fhir_file(path):
-        from ..fhir import load_fhir
+        from ..records.fhir import load_fhir
 
         return load_fhir(path, patient_id=patient, strict=strict_fhir).snapshot
     if patient is not None:

@@ -5,17 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._shared import (
-    EXIT_EVALUATION,
-    EXIT_INPUT,
-    EXIT_INTERNAL,
-    EXIT_OK,
-    EXIT_USAGE,
-    add_backend,
-    add_lang,
-    add_rules,
-    load_kb,
-)
+from ..core.exits import EXIT_EVALUATION, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
+from ._shared import add_backend, add_lang, add_rules, load_kb
 
 NAME = "batch"
 HELP = "evaluate many patients (case folders, FHIR bundles, Bulk Data NDJSON) on Dask"
@@ -59,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..batch import Options
-    from ..batch_run import render_summary, require_extras, run_batch
+    from ..population.batch_run import render_summary, require_extras, run_batch
+    from ..population.bulk import Options
 
     if args.workers is not None and args.scheduler:
         print("mascds batch: error: --workers applies to local workers; a cluster at --scheduler has its own",

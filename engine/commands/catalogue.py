@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._shared import EXIT_INPUT, EXIT_OK, EXIT_TEST_FAILED, add_rules, load_kb
+from ..core.exits import EXIT_INPUT, EXIT_OK, EXIT_TEST_FAILED
+from ._shared import add_rules, load_kb
 
 NAME = "catalogue"
 HELP = "write the table of every rule (docs/knowledge-base.md)"
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..catalogue import render_catalogue
+    from ..authoring.catalogue import render_catalogue
 
     text = render_catalogue(load_kb(args).compiled)
     target = args.output or args.check

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ._shared import EXIT_OK, add_patient, is_fhir_file
+from ..core.exits import EXIT_OK
+from ._shared import add_patient, is_fhir_file
 
 NAME = "convert"
 HELP = "convert a case file to a FHIR R4 Bundle, or a FHIR R4 Bundle to a case file"
@@ -36,18 +37,18 @@ def _write(text: str, output: str | None) -> None:
     try:
         Path(output).write_text(text, encoding="utf-8")
     except OSError as exc:
-        from ..errors import UsageError
+        from ..core.errors import UsageError
 
         raise UsageError(f"cannot write {output}: {exc.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
+    from ..core.errors import UsageError
 
     is_fhir = is_fhir_file(args.input)
     if args.to == "fhir":
-        from ..fhir_export import case_to_bundle
-        from ..ingest import load_case
+        from ..records.fhir_export import case_to_bundle
+        from ..records.ingest import load_case
 
         if is_fhir:
             raise UsageError(f"{args.input} is already FHIR; convert it --to case")
@@ -58,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     import yaml
 
-    from ..fhir import load_fhir
-    from ..fhir_export import snapshot_to_case
-    from ..ingest import snapshot_from_dict
+    from ..records.fhir import load_fhir
+    from ..records.fhir_export import snapshot_to_case
+    from ..records.ingest import snapshot_from_dict
 
     if not is_fhir:
         raise UsageError(f"{args.input} is not a FHIR Bundle (JSON); convert a case file --to fhir")

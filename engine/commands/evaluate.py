@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core.exits import EXIT_EVALUATION, EXIT_OK
 from ._shared import (
-    EXIT_EVALUATION,
-    EXIT_OK,
     add_backend,
     add_color,
     add_format,
@@ -48,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..render import render_text
+    from ..outputs.render import render_text
 
     kb = load_kb(args)
     snap = load_snapshot(args.case, args.patient, args.strict_fhir)

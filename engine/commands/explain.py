@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from ..core.exits import EXIT_OK
 from ._shared import (
-    EXIT_OK,
     add_backend,
     add_color,
     add_format,
@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import explain
-    from ..explain import check_rule_id
+    from ..outputs.explain import check_rule_id
 
     kb = load_kb(args)
     check_rule_id(args.rule_id, kb.rule_ids)  # a mistyped rule id is reported before the case is read

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ._shared import EXIT_INPUT, EXIT_OK, add_format
+from ..core.exits import EXIT_INPUT, EXIT_OK
+from ._shared import add_format
 
 NAME = "lint"
 HELP = "find problems across the knowledge base and its cases"
@@ -33,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..kb import default_rules_dir
-    from ..lint import lint_knowledge_base
+    from ..authoring.lint import lint_knowledge_base
+    from ..runtime.kb import default_rules_dir
 
     directory = Path(args.rules_dir) if args.rules_dir else default_rules_dir()
     cases = [Path(c) for c in args.cases] if args.cases else [p for p in (Path("cases"),) if p.is_dir()]

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from ..core.exits import EXIT_OK
 from ._shared import (
-    EXIT_OK,
     add_backend,
     add_color,
     add_format,
@@ -47,18 +47,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..timeline import render_replay, replay
+    from ..outputs.timeline import render_replay, replay
     from ._shared import color, load_snapshot
 
     snap = load_snapshot(args.case, args.patient, args.strict_fhir)
     kb = load_kb(args)
     if not snap.event_times():
-        from ..errors import UsageError
+        from ..core.errors import UsageError
 
         raise UsageError("the case has no events to replay")
     rp = replay(kb, snap, backend=args.backend, lang=args.lang, incremental=not args.from_scratch)
     if args.plot:
-        from ..plot import plot_replay
+        from ..outputs.plot import plot_replay
 
         print(f"wrote {plot_replay(rp, args.plot)}", file=sys.stderr)
     if args.format == "json":

@@ -6,10 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._shared import (
-    EXIT_INPUT,
-    EXIT_OK,
-)
+from ..core.exits import EXIT_INPUT, EXIT_OK
 
 NAME = "schema"
 HELP = "write the JSON Schema of rule, case or knowledge-base files"
@@ -29,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..schemas import generate_text
+    from ..authoring.schemas import generate_text
 
     text = generate_text(args.kind)
     if args.output:

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from ._shared import EXIT_OK
+from ..core.exits import EXIT_OK
 
 NAME = "serve"
 HELP = "run the HL7 CDS Hooks 2.0 service"
@@ -57,7 +57,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
+    from ..core.errors import UsageError
     from ..service.config import load_settings
 
     settings = load_settings(args.config, overrides={

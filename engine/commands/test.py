@@ -7,19 +7,11 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from ._shared import (
-    EXIT_INPUT,
-    EXIT_OK,
-    EXIT_TEST_FAILED,
-    add_backend,
-    add_color,
-    add_format,
-    add_rules,
-    load_kb,
-)
+from ..core.exits import EXIT_INPUT, EXIT_OK, EXIT_TEST_FAILED
+from ._shared import add_backend, add_color, add_format, add_rules, load_kb
 
 if TYPE_CHECKING:
-    from ..coverage import CoverageReport
+    from ..authoring.coverage import CoverageReport
 
 NAME = "test"
 HELP = "run the expectations in case files"
@@ -68,8 +60,8 @@ def _coverage_text(cov: CoverageReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..casetest import run_cases
-    from ..coverage import measure_coverage
+    from ..authoring.casetest import run_cases
+    from ..authoring.coverage import measure_coverage
 
     kb = load_kb(args)
     report = run_cases(kb, args.paths or ["cases"], backend=args.backend)

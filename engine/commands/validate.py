@@ -7,12 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ._shared import (
-    EXIT_INPUT,
-    EXIT_OK,
-    add_color,
-    add_format,
-)
+from ..core.exits import EXIT_INPUT, EXIT_OK
+from ._shared import add_color, add_format
 
 NAME = "validate"
 HELP = "check a knowledge base and list every problem"
@@ -33,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..kb import default_rules_dir, validate_knowledge_base
-    from ..load import display_path
+    from ..language.load import display_path
+    from ..runtime.kb import default_rules_dir, validate_knowledge_base
 
     directory = Path(args.rules_dir) if args.rules_dir else default_rules_dir()
     diags = validate_knowledge_base(directory)

@@ -1,1 +1,1 @@
-"""Reviewed vocabulary tables (YAML), read by engine.vocab."""
+"""Reviewed vocabulary tables (YAML), read by engine.core.vocab."""

@@ -45,9 +45,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
-from ..errors import EvaluationError, LoadError, UsageError
-from ..kb import default_rules_dir
-from ..snapshot import Snapshot
+from ..core.errors import EvaluationError, LoadError, UsageError
+from ..core.snapshot import Snapshot
+from ..runtime.kb import default_rules_dir
 from .auth import AuthError, Caller, ReplayCache, ReplayStoreError, SharedReplayStore, Verifier
 from .cards import EXTENSION_KEY, CardContext, KnowledgeBaseView, build_cards
 from .config import Settings
@@ -283,7 +283,7 @@ def draft_resources(ctx: OrderSignContext, now: float) -> list[dict[str, Any]]:
 
 def _merge(drafts: list[dict[str, Any]], fetched: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Draft orders first, then the record without the stored copies of the drafts (the client's in-memory
-    version wins). Other repeated resources are left to engine.fhir, which reads identical copies once and
+    version wins). Other repeated resources are left to engine.records.fhir, which reads identical copies once and
     refuses copies that differ, for bundles and calls alike."""
     drafted = {(r["resourceType"], r["id"]) for r in drafts if isinstance(r.get("id"), str)}
     return [*drafts, *(r for r in fetched
@@ -318,7 +318,7 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
     """Snapshot -> result -> cards for one call (CPU only; no I/O). ``timings`` receives the duration of each
     stage (``fhir``, ``evaluate``, ``cards``, ``serialise``: the response model and its dump); ``reader`` holds the
     FHIR reader's options (:func:`fhir_reader_options`)."""
-    from ..fhir import snapshot_from_resources
+    from ..records.fhir import snapshot_from_resources
 
     clock = timings if timings is not None else Timings()
     resources = _merge(drafts, gathered.resources)
@@ -373,7 +373,7 @@ def evaluate_call(view: KnowledgeBaseView, service: ServiceDef, ctx: PatientView
 
 
 def fhir_reader_options(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments of :func:`engine.fhir.snapshot_from_resources` that come from the settings: the one
+    """The keyword arguments of :func:`engine.records.fhir.snapshot_from_resources` that come from the settings: the one
     place where a setting of the FHIR reader reaches the service process and the evaluation child alike:
     ``strict_fhir`` validates every element with the full fhir.resources models instead of the lean structs."""
     return {"strict": settings.strict_fhir}
@@ -409,8 +409,8 @@ def freeze_heap() -> None:
 
 def rule_page(view: KnowledgeBaseView, rule_id: str) -> str:
     """A self-contained HTML page documenting one rule of the knowledge base being served."""
-    from ..catalogue import EVIDENCE, condition_text
-    from ..rulemodel import target_label, text_in
+    from ..authoring.catalogue import EVIDENCE, condition_text
+    from ..language.rulemodel import target_label, text_in
 
     kb = view.kb
     rule = kb.compiled.models[rule_id]
@@ -442,7 +442,7 @@ def rule_page(view: KnowledgeBaseView, rule_id: str) -> str:
 
 def create_app(settings: Settings, *, dev_no_auth: bool = False,
                holder: KnowledgeBaseHolder | None = None) -> FastAPI:
-    """The service, ready for uvicorn. Loads the knowledge base now (:class:`~engine.errors.LoadError` if it
+    """The service, ready for uvicorn. Loads the knowledge base now (:class:`~engine.core.errors.LoadError` if it
     cannot); ``dev_no_auth`` turns authentication off (development only; logged loudly)."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -50,7 +50,7 @@ from jwt.exceptions import (
     PyJWKError,
 )
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .config import AuthConfig, IssuerConfig
 
 MAX_TOKEN_BYTES = 16 * 1024

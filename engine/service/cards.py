@@ -26,16 +26,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..casemodel import SECTION_NAMES
-from ..catalogue import EVIDENCE
-from ..fhir_codes import MASCDS_SYSTEMS, code_tables
-from ..ir import leaves
-from ..kb import KnowledgeBase
-from ..result import Action as ResultAction
-from ..result import Assessment, Citation, Matched, Recommendation, Result, Undecided
-from ..rulemodel import DrugFields, text_in
-from ..timing import TIME_WARNING_PREFIX
-from ..vocab import vocabulary
+from ..authoring.catalogue import EVIDENCE
+from ..compiler.ir import leaves
+from ..core.vocab import vocabulary
+from ..language.rulemodel import DrugFields, text_in
+from ..records.casemodel import SECTION_NAMES
+from ..records.fhir_codes import MASCDS_SYSTEMS, code_tables
+from ..runtime.kb import KnowledgeBase
+from ..runtime.result import Action as ResultAction
+from ..runtime.result import Assessment, Citation, Matched, Recommendation, Result, Undecided
+from ..runtime.timing import TIME_WARNING_PREFIX
 from .models import SUMMARY_LIMIT, Action, Card, Coding, Link, Source, Suggestion
 
 RULE_TOPIC_SYSTEM = "https://mascds.invalid/fhir/CodeSystem/rule"

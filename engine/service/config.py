@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .models import error_lines
 
 ENV_PREFIX = "MASCDS_SERVICE_"
@@ -218,7 +218,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings from a YAML file (``path``, else ``$MASCDS_SERVICE_CONFIG``), the environment and ``overrides``.
 
-    Raises :class:`~engine.errors.UsageError` naming the source and the setting of every problem."""
+    Raises :class:`~engine.core.errors.UsageError` naming the source and the setting of every problem."""
     env = os.environ if env is None else env
     path = path if path is not None else env.get(CONFIG_ENV)
     data: dict[str, Any] = {}

@@ -114,7 +114,7 @@ def _child_main(settings: Settings, directory: str, conn: multiprocessing.connec
     """The child: load, warm up, then evaluate jobs until the pipe closes."""
     from functools import partial
 
-    from ..kb import load_knowledge_base
+    from ..runtime.kb import load_knowledge_base
     from .app import Problem, _place, evaluate_call, fhir_reader_options, freeze_heap, warm_up
     from .cards import KnowledgeBaseView
     from .reload import KnowledgeBaseHolder, Reloader

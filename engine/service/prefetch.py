@@ -23,8 +23,8 @@ from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 import httpx
 import orjson
 
-from ..fhir_codes import MASCDS_SYSTEMS, code_tables
-from ..vocab import vocabulary
+from ..core.vocab import vocabulary
+from ..records.fhir_codes import MASCDS_SYSTEMS, code_tables
 from .config import FhirConfig
 
 PATIENT_TOKEN = "{{context.patientId}}"
@@ -38,7 +38,7 @@ _USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": 
 class PrefetchQuery:
     key: str
     template: str
-    sections: tuple[str, ...]  # snapshot sections this key feeds (engine/casemodel.py SECTION_NAMES)
+    sections: tuple[str, ...]  # snapshot sections this key feeds (engine/records/casemodel.py SECTION_NAMES)
     what: str
 
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LoadError, MascdsError
-from ..kb import load_knowledge_base
+from ..core.errors import LoadError, MascdsError
+from ..runtime.kb import load_knowledge_base
 from .cards import KnowledgeBaseView
 
 log = logging.getLogger("mascds.service")

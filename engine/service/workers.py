@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .config import Settings
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class _Server(uvicorn.Server):
 def _worker_main(index: int, settings: Settings, dev_no_auth: bool, host: str, port: int,
                  ready: multiprocessing.connection.Connection) -> None:
     """One worker (in a new process): the whole service on its own SO_REUSEPORT socket."""
-    from ..cli import guarded
+    from ..core.exits import guarded
 
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format=LOG_FORMAT.replace("%(name)s", f"%(name)s[worker {index}]"))

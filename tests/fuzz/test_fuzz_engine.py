@@ -26,8 +26,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.snapshot import Snapshot
-from engine.vocab import vocabulary
+from engine.core.snapshot import Snapshot
+from engine.core.vocab import vocabulary
 from tests.conftest import CASES, RULES
 from tests.fuzz.conftest import FUZZ_PROFILE, fuzz
 from tests.magnitudes import MAGNITUDES, with_value

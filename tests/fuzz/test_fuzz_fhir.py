@@ -5,7 +5,7 @@ decimals), contained resources of unknown types, extensions nested hundreds deep
 arbitrary JSON, references rewritten, entries reordered; and JSON text that Python reads but FHIR does not have.
 
 Properties, for every input: reading it (``snapshot_from_bundle``, ``snapshot_from_resources``, ``load_fhir``)
-and evaluating the snapshot raise nothing but a :class:`~engine.errors.MascdsError`; the durable_rules backend
+and evaluating the snapshot raise nothing but a :class:`~engine.core.errors.MascdsError`; the durable_rules backend
 and the reference backend give the same result; an input error makes the result incomplete; each input takes a
 bounded time. And repeating entries identically, or reordering them, changes no answer (the bug that counted
 a repeated pulse course twice). Every input that once broke mascds is an explicit ``@example``.
@@ -25,10 +25,10 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 import engine
-from engine.casetest import case_files
-from engine.errors import MascdsError
-from engine.fhir import load_fhir, snapshot_from_bundle, snapshot_from_resources
-from engine.snapshot import Snapshot
+from engine.authoring.casetest import case_files
+from engine.core.errors import MascdsError
+from engine.core.snapshot import Snapshot
+from engine.records.fhir import load_fhir, snapshot_from_bundle, snapshot_from_resources
 
 from ..conftest import CASES, RULES, SHARED
 from .conftest import fuzz

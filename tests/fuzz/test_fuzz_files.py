@@ -22,8 +22,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import engine
-from engine.ingest import ingest_document
-from engine.source import MAX_DEPTH, parse_yaml
+from engine.language.source import MAX_DEPTH, parse_yaml
+from engine.records.ingest import ingest_document
 from tests.conftest import CASES, RULES
 from tests.fuzz.conftest import fuzz
 from tests.fuzz.test_fuzz_engine import bounded
