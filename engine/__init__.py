@@ -111,7 +111,7 @@ def evaluate(kb: KnowledgeBase, snapshot: Snapshot, at: int | str | datetime | N
 def explain(kb: KnowledgeBase, snapshot: Snapshot, rule_id: str, at: int | str | datetime | None = None,
             backend: BackendName = "durable", lang: str = "en") -> Explanation:
     """Why ``rule_id`` fired or did not at ``at``: every condition, its verdict, values seen and what is missing."""
-    from .language.rulemodel import text_in
+    from .language.fields import text_in
     from .outputs.explain import check_rule_id, explain_result
 
     check_rule_id(rule_id, kb.rule_ids)

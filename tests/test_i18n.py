@@ -15,7 +15,7 @@ import yaml
 import engine
 from engine.core.times import relative_label, relative_label_in
 from engine.core.vocab import TABLES, vocabulary
-from engine.language.rulemodel import text_in
+from engine.language.fields import text_in
 from engine.outputs.render import missing_detail, missing_what, render_text
 
 from .conftest import CASES, RULES, rationale_values

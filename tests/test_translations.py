@@ -11,7 +11,8 @@ from functools import cache
 import pytest
 
 import engine
-from engine.language.rulemodel import LocalText, Rule, text_in
+from engine.language.fields import LocalText, text_in
+from engine.language.rulemodel import Rule
 from engine.language.templates import parse
 
 from .conftest import CASES, RULES, rationale_values

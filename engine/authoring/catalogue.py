@@ -12,7 +12,10 @@ from typing import Any
 from ..compiler.compile import CompiledKB
 from ..compiler.ir import All, AtLeast, CompiledRule, Leaf, Node, Not
 from ..core.vocab import vocabulary
-from ..language.rulemodel import Rule, Threshold, target_label, text_in
+from ..language.actions import target_label
+from ..language.derivations import Threshold
+from ..language.fields import text_in
+from ..language.rulemodel import Rule
 
 EVIDENCE = {
     "guideline": "guideline", "consensus": "consensus", "classification-criteria": "classification criteria",

@@ -19,8 +19,10 @@ from ..core.times import describe_duration, parse_duration
 from ..core.units import to_canonical
 from ..core.vocab import vocabulary
 from ..language.check import check_knowledge_base
+from ..language.conditions import AllCond, AnyCond, MedicationSpec, NotCond, ObservationSpec, Ref
+from ..language.fields import LocalText
 from ..language.load import LoadedRules, RuleFile, display_path, read_rules
-from ..language.rulemodel import AllCond, AnyCond, LocalText, MedicationSpec, NotCond, ObservationSpec, Ref, Rule
+from ..language.rulemodel import Rule
 from ..language.source import PathKey, format_path
 from ..language.templates import TemplateError
 from ..language.templates import parse as parse_template

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..core.vocab import vocabulary
-from ..language.rulemodel import KnowledgeBaseManifest, Rule
+from ..language.metadata import KnowledgeBaseManifest
+from ..language.rulemodel import Rule
 from ..records.casemodel import Case
 
 KINDS: dict[str, type[BaseModel]] = {"rule": Rule, "case": Case, "knowledge-base": KnowledgeBaseManifest}

@@ -18,28 +18,25 @@ from ..core.times import describe_duration, parse_duration
 from ..core.units import parse_dose, to_canonical
 from ..core.vocab import vocabulary
 from ..language.check import evaluable
-from ..language.load import LoadedRules, RuleFile
-from ..language.rulemodel import (
+from ..language.conditions import (
     Anchor,
-    Band,
     Count,
     DerivedSpec,
     DiagnosisSpec,
     FindingSpec,
-    KnowledgeBaseManifest,
     MedicationSpec,
     ObservationSpec,
     OrderSpec,
     OrganSupportSpec,
     PatientSpec,
-    Ratio,
     ReactionSpec,
     Ref,
-    Rule,
-    Score,
-    ValueInput,
     WindowFields,
 )
+from ..language.derivations import Band, Ratio, Score, ValueInput
+from ..language.load import LoadedRules, RuleFile
+from ..language.metadata import KnowledgeBaseManifest
+from ..language.rulemodel import Rule
 from ..language.source import format_path
 from ..language.tree import Definer, Site, children, definers, derived_uses, kind_of, sites
 from .ir import (

@@ -7,8 +7,10 @@ from collections.abc import Iterable
 
 from ..core.errors import Diagnostic, did_you_mean
 from ..core.vocab import vocabulary
+from .conditions import DerivedSpec, ObservationSpec
+from .fields import LocalText
 from .load import LoadedRules, RuleFile
-from .rulemodel import DerivedSpec, LocalText, ObservationSpec, Rule
+from .rulemodel import Rule
 from .scope import unscoped_rules
 from .source import PathKey, format_path
 from .templates import FIELDS, TemplateError, parse

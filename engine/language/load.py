@@ -15,7 +15,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ..core.errors import Diagnostic
-from .rulemodel import CONDITION_KEYS, KnowledgeBaseManifest, Rule
+from .conditions import CONDITION_KEYS
+from .metadata import KnowledgeBaseManifest
+from .rulemodel import Rule
 from .source import Document, read_yaml
 from .validation import diagnostics_from
 

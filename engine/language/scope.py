@@ -24,7 +24,7 @@ from typing import Any
 from ..core.snapshot import Snapshot
 from ..core.times import iso
 from ..core.vocab import vocabulary
-from .rulemodel import (
+from .conditions import (
     AllCond,
     AnyCond,
     AtLeastCond,
@@ -33,9 +33,9 @@ from .rulemodel import (
     MedicationCond,
     OrderCond,
     ReactionCond,
-    Rule,
-    Scope,
 )
+from .metadata import Scope
+from .rulemodel import Rule
 
 IN_SCOPE, OUT_OF_SCOPE, UNDETERMINED = "in_scope", "out_of_scope", "undetermined"
 # Sections whose absence leaves a scope criterion undecidable.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .rulemodel import (
+from .conditions import (
     AllCond,
     AnyCond,
     AtLeastCond,
@@ -13,10 +13,10 @@ from .rulemodel import (
     MedicationSpec,
     NotCond,
     Ref,
-    Rule,
     ValueFields,
     WindowFields,
 )
+from .rulemodel import Rule
 from .source import PathKey
 
 COMPOSITES = ("all", "any", "not", "at_least")

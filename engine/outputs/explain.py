@@ -14,7 +14,7 @@ from rich.tree import Tree
 
 from ..compiler.ir import DERIVED, All, Any_, AtLeast, Leaf, Missing, Not
 from ..core.errors import UsageError, did_you_mean
-from ..language.rulemodel import text_in
+from ..language.fields import text_in
 from ..runtime.describe import fact_text
 from ..runtime.result import Action, Assessment, NodeResult, Result, ScoreResult
 

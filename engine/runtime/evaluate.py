@@ -35,7 +35,9 @@ from ..core.errors import EvaluationError, MascdsError
 from ..core.snapshot import Course, Snapshot
 from ..core.times import iso
 from ..core.vocab import vocabulary
-from ..language.rulemodel import Recommend, Rule, text_in
+from ..language.actions import Recommend
+from ..language.fields import text_in
+from ..language.rulemodel import Rule
 from ..language.scope import decide_scope
 from ..language.templates import parse, render
 from .describe import fact_json_with_text, template_field

@@ -410,7 +410,8 @@ def freeze_heap() -> None:
 def rule_page(view: KnowledgeBaseView, rule_id: str) -> str:
     """A self-contained HTML page documenting one rule of the knowledge base being served."""
     from ..authoring.catalogue import EVIDENCE, condition_text
-    from ..language.rulemodel import target_label, text_in
+    from ..language.actions import target_label
+    from ..language.fields import text_in
 
     kb = view.kb
     rule = kb.compiled.models[rule_id]

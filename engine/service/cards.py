@@ -29,7 +29,8 @@ from pydantic import BaseModel
 from ..authoring.catalogue import EVIDENCE
 from ..compiler.ir import leaves
 from ..core.vocab import vocabulary
-from ..language.rulemodel import DrugFields, text_in
+from ..language.conditions import DrugFields
+from ..language.fields import text_in
 from ..records.casemodel import SECTION_NAMES
 from ..records.fhir_codes import MASCDS_SYSTEMS, code_tables
 from ..runtime.kb import KnowledgeBase
