@@ -200,8 +200,8 @@ class CompiledScore:
     kind: Literal["sum", "ratio"]
     terms: tuple[ScoreTerm, ...]  # for a ratio: numerator, denominator
     constant: Fraction
-    cutoff: Any  # rulemodel.Threshold, or None
-    interpretation: tuple[Any, ...]  # rulemodel.Interpretation
+    cutoff: Any  # language.derivations.Threshold, or None
+    interpretation: tuple[Any, ...]  # language.derivations.Interpretation
 
 
 @dataclass(frozen=True)
